@@ -1,0 +1,108 @@
+"""Shared plumbing for every stage: params, errors, seeds, atomic writes, offline mode."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import yaml
+
+PARAMS_FILE = Path(os.environ.get("JINMEI_PARAMS", "params.yaml"))
+
+
+class JinmeiError(Exception):
+    """An error the user can fix; printed as one clear message, never a traceback."""
+
+
+def load_params(path: Path | str | None = None) -> dict[str, Any]:
+    path = Path(path or PARAMS_FILE)
+    if not path.exists():
+        raise JinmeiError(f"{path}: not found; run from the repository root")
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f) or {}
+
+
+def section(params: dict[str, Any], name: str) -> dict[str, Any]:
+    if name not in params:
+        raise JinmeiError(f"params.yaml: section '{name}' is missing")
+    return params[name]
+
+
+def set_offline_env() -> None:
+    """No model hub at run time: every stage refuses the network unless the user opts in."""
+    if os.environ.get("JINMEI_ALLOW_HUB") == "1":
+        return
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ[key] = "1"
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:
+        pass
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path | str) -> Iterator[Path]:
+    """Yield a temporary sibling path; rename it onto `final` only if the block succeeds.
+
+    A stage killed at any moment leaves the old output or none, never a half-written one.
+    Works for files and directories alike.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent)) / final.name
+    try:
+        yield tmp
+        if final.is_dir() and not final.is_symlink():
+            shutil.rmtree(final)
+        elif final.exists() or final.is_symlink():
+            final.unlink()
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+def write_json(path: Path | str, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+def write_jsonl(path: Path | str, rows: Iterable[dict[str, Any]]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def read_jsonl(path: Path | str) -> list[dict[str, Any]]:
+    """Read a JSONL file the pipeline itself wrote (raw corpora go through stages.contract)."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def run_main(main, argv: list[str] | None = None) -> None:
+    """Run a stage's main(); a JinmeiError becomes one line on stderr and exit code 1."""
+    try:
+        main(argv)
+    except JinmeiError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
