@@ -109,6 +109,8 @@ def _save_tokenizer(tokenizer, out_dir: Path) -> None:
     config_path = out_dir / "tokenizer_config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config.update(add_bos_token=False, add_eos_token=False)
+    for loader_only in ("is_local", "local_files_only"):  # how it was loaded, not what it is
+        config.pop(loader_only, None)
     if "chat_template" not in config and tokenizer.chat_template:
         config["chat_template"] = tokenizer.chat_template
     config_path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,125 @@
+"""Stage `merge`: fold the LoRA adapter into the base weights (models/merged).
+
+The GGUF converter and llama.cpp know nothing of adapters; they need one plain HF folder with the
+same tokenizer and chat template the model was trained with.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from stages.common import JinmeiError, atomic_path, load_params, run_main, section, set_offline_env
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def check_model_dir(path: Path, what: str) -> None:
+    """A readable error for a missing or obviously broken HF model folder."""
+    if not path.is_dir():
+        raise JinmeiError(f"{path}: {what} folder not found")
+    config = path / "config.json"
+    if not config.is_file():
+        raise JinmeiError(f"{path}: no config.json; is this a Hugging Face model folder ({what})?")
+    try:
+        json.loads(config.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise JinmeiError(f"{config}: not valid JSON ({e}); rerun the stage that wrote it") from e
+    if not any(path.glob("*.safetensors")):
+        raise JinmeiError(f"{path}: no *.safetensors weights ({what}); rerun the stage that wrote it")
+
+
+def check_adapter_dir(path: Path) -> dict:
+    if not path.is_dir():
+        raise JinmeiError(f"{path}: adapter folder not found; run the training stage first")
+    config_path = path / "adapter_config.json"
+    if not config_path.is_file():
+        raise JinmeiError(f"{path}: no adapter_config.json; expected a PEFT adapter saved with model.save_pretrained")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise JinmeiError(f"{config_path}: not valid JSON ({e}); rerun the training stage") from e
+    if config.get("peft_type") != "LORA":
+        raise JinmeiError(f"{config_path}: peft_type is {config.get('peft_type')!r}; only LoRA adapters are merged")
+    if not (path / "adapter_model.safetensors").is_file() and not (path / "adapter_model.bin").is_file():
+        raise JinmeiError(f"{path}: no adapter_model.safetensors; rerun the training stage")
+    return config
+
+
+def resolve_dtype(name: str, base_dir: Path):
+    """auto = bfloat16 on a GPU, the dtype the base was saved in on CPU."""
+    import torch
+
+    if name not in DTYPES:
+        raise JinmeiError(f"params.yaml merge.dtype: '{name}' is not one of {list(DTYPES)}")
+    if name != "auto":
+        return getattr(torch, name)
+    if torch.cuda.is_available():
+        return torch.bfloat16
+    config = json.loads((base_dir / "config.json").read_text(encoding="utf-8"))
+    saved = config.get("dtype") or config.get("torch_dtype") or "float32"
+    return getattr(torch, saved)
+
+
+def merge(base_dir: Path, adapter_dir: Path, out_dir: Path, dtype_name: str = "auto") -> dict:
+    """Merge and save atomically; returns what was done (for the log)."""
+    import torch
+    from peft import PeftConfig, get_peft_model, set_peft_model_state_dict
+    from peft.utils import load_peft_weights
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    from stages.base import _save_tokenizer
+
+    check_model_dir(base_dir, "base model")
+    check_adapter_dir(adapter_dir)
+    save_dtype = resolve_dtype(dtype_name, base_dir)
+    on_gpu = torch.cuda.is_available()
+    # CPU: add the LoRA delta in float32, so a bf16 base does not round it away before saving.
+    work_dtype = save_dtype if on_gpu else torch.float32
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=work_dtype,
+                                                device_map={"": 0} if on_gpu else None)
+    try:
+        peft_config = PeftConfig.from_pretrained(adapter_dir)
+        weights = load_peft_weights(str(adapter_dir), device="cuda:0" if on_gpu else "cpu")
+    except Exception as e:  # corrupt safetensors, unreadable config: one clear line
+        raise JinmeiError(f"{adapter_dir}: cannot read the adapter ({type(e).__name__}: {e}); rerun the training stage") from e
+    model = get_peft_model(base, peft_config)
+    result = set_peft_model_state_dict(model, weights)
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if result.unexpected_keys or missing:
+        raise JinmeiError(f"{adapter_dir}: adapter does not fit the base in {base_dir} "
+                          f"({len(missing)} LoRA weights missing, {len(result.unexpected_keys)} unexpected, "
+                          f"e.g. {(missing + list(result.unexpected_keys))[:2]}); was it trained on this base?")
+    merged = model.merge_and_unload().to(save_dtype)
+    tokenizer_dir = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_dir
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    if not tokenizer.chat_template:
+        raise JinmeiError(f"{tokenizer_dir}: tokenizer has no chat template; rerun the base stage")
+    try:
+        merged.generation_config = GenerationConfig.from_pretrained(base_dir)
+    except OSError:
+        pass
+    with atomic_path(out_dir) as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        _save_tokenizer(tokenizer, tmp)
+    return {"lora_tensors": len(weights), "dtype": str(save_dtype).removeprefix("torch."),
+            "tokenizer_from": str(tokenizer_dir)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", type=Path, default=Path("models/base"))
+    parser.add_argument("--adapter", type=Path, default=Path("models/stage2"))
+    parser.add_argument("--out", type=Path, default=Path("models/merged"))
+    args = parser.parse_args(argv)
+    set_offline_env()
+    params = section(load_params(), "merge")
+    start = time.perf_counter()
+    done = merge(args.base, args.adapter, args.out, str(params.get("dtype", "auto")))
+    print(f"merge: {args.adapter} + {args.base} -> {args.out} ({done['lora_tensors']} LoRA tensors, "
+          f"{done['dtype']}) in {time.perf_counter() - start:.1f} s")
+
+
+if __name__ == "__main__":
+    run_main(main)
