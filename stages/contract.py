@@ -22,6 +22,10 @@ class _LineError(Exception):
     """A problem on one line; load_corpus adds the file and the line number."""
 
 
+class _Incomplete(_LineError):
+    """The line is not JSON at all (on the last line: probably cut off)."""
+
+
 def _show(value: Any, limit: int = 40) -> str:
     """A short, printable rendering of a user value for an error message (escapes lone surrogates)."""
     text = repr(value)
@@ -29,8 +33,9 @@ def _show(value: Any, limit: int = 40) -> str:
 
 
 def _type_name(value: Any) -> str:
-    return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(
-        type(value), "number"
+    """'an object', 'a list', ...: the JSON name of a parsed value's type, with its article."""
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
     )
 
 
@@ -64,19 +69,17 @@ def _parse_line(line: str) -> Any:
         hint = ""
         if line.strip() in ("{", "["):
             hint = " (the file looks pretty-printed: write each article on ONE line)"
-        raise _LineError(
-            f"not valid JSON: {e.msg} at column {e.colno}{hint}; each line must be one complete JSON object"
-        ) from None
+        raise _Incomplete(f"{e.msg} at column {e.colno}{hint}") from None
     except RecursionError:
         raise _LineError("JSON nested too deeply; an article is a flat object") from None
-    except ValueError as e:  # e.g. an integer literal with thousands of digits
-        raise _LineError(f"not valid JSON: {e}") from None
+    except ValueError:  # an integer literal with thousands of digits
+        raise _LineError("a number with thousands of digits; an article holds only strings, lists and objects") from None
 
 
 def _check_person(person: Any, index: int, fields: list[str]) -> dict[str, str | None]:
     where = f"output.persons[{index}]"
     if not isinstance(person, dict):
-        raise _LineError(f"{where} is a {_type_name(person)}; each person must be an object with keys {fields}")
+        raise _LineError(f"{where} is {_type_name(person)}; each person must be an object with keys {fields}")
     missing = [f for f in fields if f not in person]
     unknown = [k for k in person if k not in fields]
     if unknown:
@@ -99,7 +102,7 @@ def _check_person(person: Any, index: int, fields: list[str]) -> dict[str, str |
             continue
         if not isinstance(value, str):
             raise _LineError(
-                f"{where}.{field} is a {_type_name(value)} ({_show(value)}); use a string, or null when unknown"
+                f"{where}.{field} is {_type_name(value)} ({_show(value)}); use a string, or null when unknown"
             )
         if not value.strip():
             raise _LineError(f"{where}.{field} is an empty string; use null when unknown")
@@ -109,7 +112,7 @@ def _check_person(person: Any, index: int, fields: list[str]) -> dict[str, str |
 
 def _check_record(obj: Any, fields: list[str]) -> dict[str, Any]:
     if not isinstance(obj, dict):
-        raise _LineError(f"the line is a JSON {_type_name(obj)}; it must be an object with keys {list(TOP_KEYS)}")
+        raise _LineError(f"the line is {_type_name(obj)}; it must be an object with keys {list(TOP_KEYS)}")
     unknown = [k for k in obj if k not in TOP_KEYS]
     if unknown:
         raise _LineError(f"unknown key {_show(unknown[0])}; an article has only {list(TOP_KEYS)}; remove it")
@@ -121,12 +124,12 @@ def _check_record(obj: Any, fields: list[str]) -> dict[str, Any]:
         raise _LineError(f"id is {_show(article_id)}; it must be a non-empty string (quote numbers: \"17\")")
     _check_string(article_id, "id")
     if not isinstance(text, str):
-        raise _LineError(f"text is a {_type_name(text)}; it must be the article as a string")
+        raise _LineError(f"text is {_type_name(text)}; it must be the article as a string")
     if not text.strip():
         raise _LineError("text is empty; remove the line or fill in the article")
     _check_string(text, "text")
     if not isinstance(output, dict):
-        raise _LineError(f"output is a {_type_name(output)}; it must be an object {{\"persons\": [...]}}")
+        raise _LineError(f"output is {_type_name(output)}; it must be an object {{\"persons\": [...]}}")
     if set(output) != {"persons"}:
         other = [k for k in output if k != "persons"]
         what = f"has unknown key {_show(other[0])}" if other else "lacks key 'persons'"
@@ -134,7 +137,7 @@ def _check_record(obj: Any, fields: list[str]) -> dict[str, Any]:
     persons = output["persons"]
     if not isinstance(persons, list):
         raise _LineError(
-            f"output.persons is a {_type_name(persons)}; it must be a list ([] when the article names no person)"
+            f"output.persons is {_type_name(persons)}; it must be a list ([] when the article names no person)"
         )
     checked = [_check_person(p, i, fields) for i, p in enumerate(persons)]
     seen: set[str] = set()
@@ -212,13 +215,13 @@ def load_corpus(path: Path | str, fields: list[str]) -> tuple[list[dict[str, Any
                     continue
                 try:
                     obj = _parse_line(line)
-                except _LineError as e:
-                    if last and str(e).startswith("not valid JSON"):
+                except _Incomplete as e:
+                    if last:
                         raise _LineError(
-                            f"the last line is cut off ({e}); the file was probably truncated while writing: "
-                            "re-export it or delete the last line"
+                            f"the last line is cut off: no newline at the end and not valid JSON ({e}); "
+                            "the file was probably truncated while writing: re-export it or delete the last line"
                         ) from None
-                    raise
+                    raise _LineError(f"not valid JSON: {e}; each line must be one complete JSON object") from None
                 record = _check_record(obj, fields)
             except _LineError as e:
                 raise JinmeiError(f"{path}: line {line_no}: {e}") from None

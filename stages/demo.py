@@ -672,7 +672,8 @@ def generate(n_articles: int, positive_share: float, seed: int, fields=DEMO_FIEL
             if tries > 20 * want + 1000:
                 raise JinmeiError(f"demo: could not draw {want} distinct articles; lower demo.n_articles")
             text, persons = draw(w, stories, min_chars, max_chars)
-            if text in texts or len(text) > max_chars:
+            names = [p["name"] for p in persons]
+            if text in texts or len(text) > max_chars or len(set(names)) < len(names):
                 continue
             texts.add(text)
             rows.append({"text": text, "output": {"persons": [{f: p[f] for f in fields} for p in persons]}})
