@@ -694,10 +694,13 @@ def main(argv: list[str] | None = None) -> None:
         raise JinmeiError(f"schema.fields={fields}: the demo corpus labels only {list(DEMO_FIELDS)} with 'name' "
                           "first; use those fields or point corpus.path at your own corpus")
     n_articles, share = int(demo["n_articles"]), float(demo["positive_share"])
+    min_chars, max_chars = int(demo.get("min_chars", 60)), int(demo.get("max_chars", 160))
     if n_articles < 1 or not 0.0 <= share <= 1.0:
         raise JinmeiError(f"demo.n_articles={n_articles} must be >= 1 and demo.positive_share={share} in [0, 1]")
+    if not 40 <= min_chars <= max_chars:
+        raise JinmeiError(f"demo.min_chars={min_chars} and demo.max_chars={max_chars}: need 40 <= min_chars <= max_chars")
     start = time.perf_counter()
-    rows = generate(n_articles, share, int(params["seed"]), fields)
+    rows = generate(n_articles, share, int(params["seed"]), fields, min_chars, max_chars)
     write_jsonl(args.out, rows)
     positives = sum(1 for r in rows if r["output"]["persons"])
     print(f"demo: wrote {len(rows)} articles ({positives} positive) to {args.out} "
