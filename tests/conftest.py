@@ -1,0 +1,25 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    """A tiny random llama with the real SmolLM2 tokenizer and chat template (seconds to build)."""
+    from stages.base import make_tiny_base
+
+    out = tmp_path_factory.mktemp("tiny") / "base"
+    make_tiny_base(out, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def params() -> dict:
+    from stages.common import load_params
+
+    return load_params(ROOT / "params.yaml")
