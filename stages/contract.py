@@ -171,8 +171,10 @@ def load_corpus(path: Path | str, fields: list[str]) -> tuple[list[dict[str, Any
     ends, blank lines, a last line without a newline. Exact-duplicate texts are dropped (first kept).
     """
     path = Path(path)
-    if not fields or not all(isinstance(f, str) and f for f in fields):
-        raise JinmeiError(f"params.yaml schema.fields is {_show(fields)}; it must be a non-empty list of names")
+    if (not isinstance(fields, list) or not fields or not all(isinstance(f, str) and f for f in fields)
+            or len(set(fields)) < len(fields)):
+        raise JinmeiError(f"params.yaml schema.fields is {_show(fields)}; it must be a list of distinct names, "
+                          "the key field first, e.g. [name, act, address, signature]")
     if not path.exists():
         raise JinmeiError(f"{path}: corpus not found; set corpus.path in params.yaml or pass --corpus")
     if not path.is_file():

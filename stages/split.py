@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", type=Path, default=Path("metrics/split.json"))
     args = parser.parse_args(argv)
     params = load_params()
-    fields = list(section(params, "schema").get("fields") or [])
+    fields = section(params, "schema").get("fields")
     seed = params.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise JinmeiError(f"params.yaml seed={seed!r}: must be an integer")

@@ -131,6 +131,12 @@ def test_custom_fields_come_from_params(tmp_path):
         load_corpus(path, FIELDS)
 
 
+@pytest.mark.parametrize("fields", ["name", [], ["name", "name"], ["name", 3], None])
+def test_bad_schema_fields_are_refused(fields):
+    with pytest.raises(JinmeiError, match="schema.fields is"):
+        load_corpus(BAD / "bom.jsonl", fields)
+
+
 def test_persons_come_back_in_field_order(tmp_path):
     path = tmp_path / "c.jsonl"
     person = {"signature": None, "address": None, "act": "逮捕", "name": "山田太郎"}
