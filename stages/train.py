@@ -429,6 +429,9 @@ def train(job: TrainJob, out_dir: Path) -> dict[str, Any]:
     callback = _callbacks(job.live_dir, steps, job.label, resume=resume_from is not None)
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(examples),
                          processing_class=tokenizer, callbacks=[callback])
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # the rich bar and dvclive already report every step
     started = time.time()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.time() - started
