@@ -270,8 +270,12 @@ def _callbacks(live_dir: Path | None, total_steps: int, label: str, resume: bool
             if not state.is_world_process_zero:
                 return
             if live_dir is not None:
-                from dvclive import Live
-
+                try:
+                    from dvclive import Live
+                except ImportError:  # a bare GPU box without dvc: the rich bar and metrics JSON still report
+                    print("dvclive is not installed: no loss curve files", file=sys.stderr)
+                    Live = None
+            if live_dir is not None and Live is not None:
                 self.live = Live(dir=str(live_dir), resume=resume, report=None, save_dvc_exp=False,
                                  dvcyaml=None, monitor_system=False)
             from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, \

@@ -11,6 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory) -> Path:
     """A tiny random llama with the real SmolLM2 tokenizer and chat template (seconds to build)."""
+    if os.environ.get("JINMEI_TEST_BASE"):  # e.g. on a GPU machine without the bundled GGUF
+        return Path(os.environ["JINMEI_TEST_BASE"])
     from stages.base import make_tiny_base
 
     out = tmp_path_factory.mktemp("tiny") / "base"
