@@ -424,7 +424,7 @@ def train(job: TrainJob, out_dir: Path) -> dict[str, Any]:
         packing=False,
         padding_free=False,
         train_sampling_strategy="group_by_length" if tp.get("group_by_length", True) else "random",
-        loss_type=tp.get("loss_type", "nll"),
+        loss_type=tp.get("loss_type", "nll") if backend == "hf" else "nll",  # Unsloth fuses its own loss
         dataloader_num_workers=0,
         include_num_input_tokens_seen="non_padding",
         gradient_checkpointing=False,  # set on the model in load_model (Unsloth manages its own)
