@@ -200,9 +200,9 @@ class Writer:
             base += f"{self.pick(TOWNS)}{self.rng.randint(1, 5)}丁目"
         return base
 
-    def place(self) -> str:
+    def place(self, pref: str | None = None) -> str:
         """Where something happened: never a person's address."""
-        pref = self.pref()
+        pref = pref if pref and self.chance(0.8) else self.pref()
         city = self.city(pref)
         return city + self.pick(["", f"{self.pick(TOWNS)}{self.rng.randint(1, 5)}丁目", "内", "の駅前", "の繁華街"])
 
@@ -212,8 +212,8 @@ class Writer:
         station = self.city(pref).removesuffix("市")
         return self.pick([f"{pref}警", f"{pref}警捜査1課", f"{pref}警生活安全課", f"{pref}警{station}署"])
 
-    def deed(self, charge: str) -> str:
-        return self.pick(CHARGES[charge]).format(place=self.place(), n=self.number(2, 12), yen=self.number(2, 90) * 1000,
+    def deed(self, charge: str, pref: str | None = None) -> str:
+        return self.pick(CHARGES[charge]).format(place=self.place(pref), n=self.number(2, 12), yen=self.number(2, 90) * 1000,
                                                  man=self.number(3, 900), age2=self.number(20, 90))
 
     def company(self) -> str:
@@ -299,8 +299,8 @@ def story_arrest(w: Writer) -> tuple[str, list[str], list[dict]]:
     ])
     s = people[0]["short"]
     extras = [
-        w.pick([f"逮捕容疑は{w.past_day()}、{w.deed(charge)}疑い。",
-                f"{s}容疑者は{w.past_day()}、{w.deed(charge)}疑いが持たれている。"]),
+        w.pick([f"逮捕容疑は{w.past_day()}、{w.deed(charge, pref)}疑い。",
+                f"{s}容疑者は{w.past_day()}、{w.deed(charge, pref)}疑いが持たれている。"]),
         w.pick([f"調べに対し「{w.pick(QUOTES_ADMIT)}」と容疑を認めている。",
                 f"調べに対し「{w.pick(QUOTES_DENY)}」と容疑を否認している。",
                 f"{s}容疑者は「{w.pick(QUOTES_DENY)}」と話しているという。"]),
@@ -322,14 +322,14 @@ def story_indict(w: Writer) -> tuple[str, list[str], list[dict]]:
                        f"{charge}の罪で、{intro}が{when}、{office}に起訴された。",
                        f"{office}は{when}、{charge}の罪で{intro}を起訴した。"])
         extras = [w.pick([f"{office}は認否を明らかにしていない。", f"{p['short']}被告は起訴内容を認めているという。"]),
-                  f"起訴状によると、{p['short']}被告は{w.past_day()}、{w.deed(charge)}とされる。"]
+                  f"起訴状によると、{p['short']}被告は{w.past_day()}、{w.deed(charge, pref)}とされる。"]
     else:
         act = "書類送検"
         police = w.police(pref)
         intro, address = w.introduce(p, w.pick(["さん", "容疑者"]), pref)
         lead = w.pick([f"{police}は{when}、{intro}を{charge}の疑いで書類送検した。",
                        f"{charge}の疑いで、{intro}が{when}、{police}に書類送検された。"])
-        extras = [f"送検容疑は{w.past_day()}、{w.deed(charge)}疑い。", "容疑を認めているという。"]
+        extras = [f"送検容疑は{w.past_day()}、{w.deed(charge, pref)}疑い。", "容疑を認めているという。"]
     extras.append(w.pick(FOLLOW_UPS_CRIME))
     return lead, extras, [label(p, act, address)]
 
@@ -350,7 +350,7 @@ def story_court(w: Writer) -> tuple[str, list[str], list[dict]]:
     extras = [w.pick(["裁判長は「動機に酌量の余地はない」と述べた。", "裁判長は「被害者の処罰感情は厳しい」と指摘した。",
                       "裁判長は「反省の態度が見られる」と述べた。"]),
               w.pick(["弁護側は控訴を検討している。", "検察側は判決を不服として控訴する方針。"]),
-              f"判決によると、{p['short']}被告は{w.past_day()}、{w.deed(charge)}。"]
+              f"判決によると、{p['short']}被告は{w.past_day()}、{w.deed(charge, pref)}。"]
     return lead, extras, [label(p, "判決", address)]
 
 
@@ -490,14 +490,16 @@ def story_weather(w: Writer) -> tuple[str, list[str], list[dict]]:
 def story_sports(w: Writer) -> tuple[str, list[str], list[dict]]:
     if w.chance(0.45):
         a, b = w.rng.sample(TEAMS, 2)
-        x, y = w.number(3, 11), w.number(0, 2)
+        y = w.number(0, 3)
+        x = y + w.number(1, 6)
         lead = w.pick([f"プロ野球は{w.day(hours=False)}、{a}が{b}に{x}－{y}で勝ち、{w.number(2, 6)}連勝とした。",
                        f"{a}は{w.day(hours=False)}、{b}と対戦し、{x}－{y}で勝った。"])
         extras = [f"{a}は{w.number(2, 8)}回に打線がつながり、一挙{w.number(2, 5)}点を挙げた。", f"{b}は{w.number(2, 7)}連敗。",
                   "先発投手が7回を無失点に抑えた。", f"観客は{w.number(12, 45)}000人だった。"]
     elif w.chance(0.5):
         a, b = w.rng.sample(J_TEAMS, 2)
-        lead = f"サッカーJ1は{w.day(hours=False)}、各地で{w.number(3, 9)}試合が行われ、{a}が{b}を{w.number(1, 4)}－{w.number(0, 1)}で破った。"
+        y = w.number(0, 2)
+        lead = f"サッカーJ1は{w.number(1, 28)}日、各地で{w.number(3, 9)}試合が行われ、{a}が{b}を{y + w.number(1, 3)}－{y}で破った。"
         extras = [f"{a}は勝ち点を{w.number(20, 70)}に伸ばした。", "前半に先制し、後半に追加点を奪った。",
                   f"{b}は{w.number(2, 6)}試合ぶりの黒星。", "次節は来週末に行われる。"]
     else:
@@ -533,7 +535,7 @@ def story_event(w: Writer) -> tuple[str, list[str], list[dict]]:
                    f"恒例の{event}が{w.day(hours=False)}、{city}の{w.pick(VENUES)}で始まった。",
                    f"{city}で{w.day(hours=False)}、{w.number(2, 60)}回目となる{event}があった。"])
     extras = [f"{w.pick(['地元の商店', '市民団体', '高校生', '実行委員会'])}などが企画し、{w.pick(['屋台が並んだ', '子ども向けの催しもあった', '家族連れが楽しんだ'])}。",
-              f"{w.past_day()}まで開かれる。", "入場は無料。", f"昨年は約{w.number(2, 90) * 100}人が訪れた。",
+              w.pick(["今月末まで開かれる。", f"{w.number(2, 10)}日間の日程で開かれる。", "雨天の場合は翌日に順延する。"]), "入場は無料。", f"昨年は約{w.number(2, 90) * 100}人が訪れた。",
               w.pick(["会場周辺では交通規制が行われた。", "天候にも恵まれた。"])]
     return lead, extras, []
 
@@ -547,25 +549,38 @@ def story_anonymous_crime(w: Writer) -> tuple[str, list[str], list[dict]]:
                   f"{w.pick(OCCUPATIONS)}の女（{w.number(20, 80)}）", f"{w.address(pref)}の少年（{w.number(15, 19)}）",
                   f"自称{w.pick(OCCUPATIONS)}の男（{w.number(20, 80)}）", f"{w.address(pref)}の{w.number(2, 8)}0代の女"])
     when = w.day()
-    lead = w.pick([f"{police}は{when}、{charge}の疑いで{who}を逮捕した。",
-                   f"{when}、{who}が{charge}の疑いで{police}に逮捕された。",
-                   f"{police}は{when}、{who}を{charge}の疑いで書類送検した。",
-                   f"{CITY_OF_COURT[pref]}地裁は{w.day(hours=False)}、{charge}の罪に問われた{who}に懲役{w.number(1, 6)}年の判決を言い渡した。"])
-    extras = [w.pick(["調べに対し容疑を認めている。", "調べに対し「覚えていない」と否認している。", "裁判長は「悪質だ」と述べた。"]),
-              w.pick(FOLLOW_UPS_CRIME), f"{w.past_day()}、{w.deed(charge)}疑いが持たれている。",
-              w.pick(["警察は氏名を明らかにしていない。", "同様の被害が相次いでおり、関連を調べている。",
-                      "市内では今年に入って同種の事件が相次いでいる。"])]
+    if w.chance(0.75):
+        lead = w.pick([f"{police}は{when}、{charge}の疑いで{who}を逮捕した。",
+                       f"{when}、{who}が{charge}の疑いで{police}に逮捕された。",
+                       f"{police}は{when}、{who}を{charge}の疑いで書類送検した。"])
+        extras = [w.pick(["調べに対し容疑を認めている。", "調べに対し「覚えていない」と否認している。"]),
+                  f"{w.past_day()}、{w.deed(charge, pref)}疑いが持たれている。",
+                  w.pick(["警察は氏名を明らかにしていない。", "同様の被害が相次いでおり、関連を調べている。",
+                          "市内では今年に入って同種の事件が相次いでいる。"])]
+    else:
+        lead = (f"{CITY_OF_COURT[pref]}地裁は{w.day(hours=False)}、{charge}の罪に問われた{who}に"
+                f"懲役{w.number(1, 6)}年の判決を言い渡した。")
+        extras = [w.pick(["裁判長は「悪質だ」と述べた。", "裁判長は「再犯の恐れがある」と指摘した。"]),
+                  f"判決によると、{w.past_day()}、{w.deed(charge, pref)}。", "弁護側は控訴する方針。"]
+    extras.append(w.pick(FOLLOW_UPS_CRIME))
     return lead, extras, []
 
 
 def story_anonymous_accident(w: Writer) -> tuple[str, list[str], list[dict]]:
     pref = w.pref()
-    lead = w.pick([f"{w.day()}、{w.city(pref)}の国道で乗用車とトラックが衝突し、乗用車の男性が死亡した。",
-                   f"{w.day()}、{w.place()}の住宅から出火し、木造2階建てが全焼した。焼け跡から1人の遺体が見つかった。",
-                   f"{w.day()}、{w.city(pref)}の海岸で、{w.number(2, 8)}0代くらいの女性が倒れているのが見つかった。",
-                   f"{w.day()}、{w.city(pref)}の交差点で、横断歩道を渡っていた{w.number(2, 8)}0代の男性が乗用車にはねられ、重傷を負った。"])
-    extras = [f"{w.police(pref)}が身元の確認を急いでいる。", w.pick(ROAD_SCENES), "消防によると、ほかにけが人はいない。",
-              "警察が当時の状況を詳しく調べている。"]
+    police = w.police(pref)
+    kind = w.rng.random()
+    if kind < 0.5:
+        lead = w.pick([f"{w.day()}、{w.city(pref)}の国道で乗用車とトラックが衝突し、乗用車の男性が死亡した。",
+                       f"{w.day()}、{w.city(pref)}の交差点で、横断歩道を渡っていた{w.number(2, 8)}0代の男性が乗用車にはねられ、重傷を負った。"])
+        extras = [w.pick(ROAD_SCENES), f"{police}が事故の原因を調べている。", "乗用車の運転手にけがはなかった。"]
+    elif kind < 0.75:
+        lead = f"{w.day()}、{w.place(pref)}の住宅から出火し、木造2階建てが全焼した。焼け跡から1人の遺体が見つかった。"
+        extras = [f"{police}が身元の確認を急いでいる。", "消防によると、ほかにけが人はいない。", "住人の高齢男性と連絡が取れていない。"]
+    else:
+        lead = f"{w.day()}、{w.city(pref)}の海岸で、{w.number(2, 8)}0代くらいの女性が倒れているのが見つかった。"
+        extras = [f"{police}が身元の確認を急いでいる。", "目立った外傷はないという。", "散歩中の人が見つけて通報した。"]
+    extras.append("警察が当時の状況を詳しく調べている。")
     return lead, extras, []
 
 
