@@ -84,13 +84,17 @@ def merge(base_dir: Path, adapter_dir: Path, out_dir: Path, dtype_name: str = "a
         weights = load_peft_weights(str(adapter_dir), device="cuda:0" if on_gpu else "cpu")
     except Exception as e:  # corrupt safetensors, unreadable config: one clear line
         raise JinmeiError(f"{adapter_dir}: cannot read the adapter ({type(e).__name__}: {e}); rerun the training stage") from e
-    model = get_peft_model(base, peft_config)
-    result = set_peft_model_state_dict(model, weights)
+    not_this_base = f"{adapter_dir}: adapter does not fit the base in {base_dir}"
+    try:
+        model = get_peft_model(base, peft_config)
+        result = set_peft_model_state_dict(model, weights)
+    except (RuntimeError, ValueError) as e:  # shape mismatch, target module absent
+        first = str(e).strip().splitlines()
+        raise JinmeiError(f"{not_this_base} ({first[min(1, len(first) - 1)].strip()}); was it trained on this base?") from e
     missing = [k for k in result.missing_keys if "lora_" in k]
     if result.unexpected_keys or missing:
-        raise JinmeiError(f"{adapter_dir}: adapter does not fit the base in {base_dir} "
-                          f"({len(missing)} LoRA weights missing, {len(result.unexpected_keys)} unexpected, "
-                          f"e.g. {(missing + list(result.unexpected_keys))[:2]}); was it trained on this base?")
+        raise JinmeiError(f"{not_this_base} ({len(missing)} LoRA weights missing, {len(result.unexpected_keys)} "
+                          f"unexpected, e.g. {(missing + list(result.unexpected_keys))[:2]}); was it trained on this base?")
     merged = model.merge_and_unload().to(save_dtype)
     tokenizer_dir = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_dir
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
