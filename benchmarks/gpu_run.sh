@@ -14,8 +14,8 @@ bench=benchmarks/train_throughput.py; model=/tmp/jinmei-bench/$shape
 { nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,power.limit,driver_version --format=csv; python3 -V; } 2>&1 | tee "$log"
 python3 $bench build --shape "$shape" --dir "$model" 2>&1 | tee -a "$log" | grep -E '^built|Error' || exit 1
 # each backend in its own process (import unsloth patches transformers); a hard cap keeps the summary reachable
-timeout $((hf_budget + 60)) python3 $bench bench --backend hf --shape "$shape" --dir "$model" \
+timeout $((hf_budget + 30)) python3 $bench bench --backend hf --shape "$shape" --dir "$model" \
   --out "$out/$shape-hf.json" --time-budget "$hf_budget" "$@" 2>&1 | tee -a "$log" | grep -E '^\[|Error|error'
-timeout $((us_budget + 60)) python3 $bench bench --backend unsloth --shape "$shape" --dir "$model" \
+timeout $((us_budget + 30)) python3 $bench bench --backend unsloth --shape "$shape" --dir "$model" \
   --out "$out/$shape-unsloth.json" --time-budget "$us_budget" "$@" 2>&1 | tee -a "$log" | grep -E '^\[|Error|error'
 python3 $bench summary "$out/$shape"-hf.json "$out/$shape"-unsloth.json --out "$out/$shape-summary.json" 2>&1 | tee -a "$log"

@@ -411,9 +411,10 @@ def bench(args) -> None:
             continue
         elapsed = time.perf_counter() - t_start
         prior = [r for r in result["runs"] if r["status"] == "ok"]
-        if prior:  # predicted time of this point from the last one, scaled by rows per step
-            last = prior[-1]
-            guess = last["wall_s"] * batch / last["batch"]
+        if prior:  # predicted time of this point: the last one's steady steps scaled by rows per step, plus
+            last = prior[-1]  # a first step as long as the last one's (compile or longest batch)
+            steady = last["wall_s"] - last["step_s"][0]
+            guess = (steady * (args.warmup + args.steps) / len(last["step_s"]) + last["step_s"][0]) * batch / last["batch"]
             if elapsed + guess > args.time_budget:
                 result["runs"].append({"batch": batch, "order": order, "status": "skipped: time budget",
                                        "predicted_s": guess})
@@ -450,10 +451,12 @@ def bench(args) -> None:
         padded = sum(stats[i]["rows"] * stats[i]["width"] for i in timed)
         secs = sum(durations[i] for i in timed)
         tok_s = tokens / secs
+        step_rates = [stats[i]["nonpad"] / durations[i] for i in timed]
         model_tflops = 6 * n_body * tok_s / 1e12
         run = {
             "batch": batch, "order": order, "status": "ok", "timed_steps": len(timed), "warmup_steps": args.warmup,
-            "tokens_per_s": tok_s, "s_per_step": secs / len(timed),
+            "tokens_per_s": tok_s, "tokens_per_s_median_step": statistics.median(step_rates),
+            "s_per_step": secs / len(timed),
             "s_per_step_median": statistics.median(durations[i] for i in timed),
             "nonpad_tokens_per_step": tokens / len(timed), "pad_share": 1 - tokens / padded,
             "supervised_tokens_per_step": sum(stats[i]["supervised"] for i in timed) / len(timed),
@@ -501,8 +504,8 @@ def summary(args) -> None:
         by = {r["backend"]: r for r in results if r["shape"] == shape}
         ok = {b: {(x["batch"], x["order"]): x for x in r["runs"] if x["status"] == "ok"} for b, r in by.items()}
         table = Table(title=f"{shape} on {next(iter(by.values()))['device']}")
-        for col in ("batch", "order", "backend", "tokens/s", "s/step", "peak GiB", "pad", "MFU meas.", "MFU spec",
-                    "unsloth/hf"):
+        for col in ("batch", "order", "backend", "tokens/s", "median step", "s/step", "peak GiB", "pad", "MFU meas.",
+                    "MFU spec", "unsloth/hf", "(median)"):
             table.add_column(col, justify="right")
         keys = sorted({k for runs in ok.values() for k in runs}, key=lambda k: (k[1] != "grouped", k[0]))
         for key in keys:
@@ -513,15 +516,18 @@ def summary(args) -> None:
                                  None)
                     if backend in by:
                         table.add_row(str(key[0]), key[1], backend, other["status"] if other else "not run",
-                                      *[""] * 6)
+                                      *[""] * 8)
                     continue
                 hf = ok.get("hf", {}).get(key)
                 speedup = x["tokens_per_s"] / hf["tokens_per_s"] if backend == "unsloth" and hf else None
-                table.add_row(str(key[0]), key[1], backend, f"{x['tokens_per_s']:,.0f}", f"{x['s_per_step']:.3f}",
+                speedup_med = _median_rate(x) / _median_rate(hf) if backend == "unsloth" and hf else None
+                table.add_row(str(key[0]), key[1], backend, f"{x['tokens_per_s']:,.0f}", f"{_median_rate(x):,.0f}",
+                              f"{x['s_per_step']:.3f}",
                               f"{x['peak_mem_gib']:.1f}" if x["peak_mem_gib"] is not None else "-",
                               f"{x['pad_share']:.1%}", _pct(x["mfu_vs_measured"]), _pct(x["mfu_vs_spec"]),
-                              f"{speedup:.2f}x" if speedup else "")
+                              f"{speedup:.2f}x" if speedup else "", f"{speedup_med:.2f}x" if speedup_med else "")
                 rows.append({"shape": shape, "backend": backend, "speedup_vs_hf": speedup,
+                             "speedup_vs_hf_median_step": speedup_med, "tokens_per_s_median_step": _median_rate(x),
                              **{k: x[k] for k in ("batch", "order", "tokens_per_s", "s_per_step", "peak_mem_gib",
                                                   "pad_share", "mfu_vs_measured", "mfu_vs_spec")}})
         console.print(table)
@@ -537,6 +543,12 @@ def summary(args) -> None:
     write_json(args.out, {"rows": rows, "goals": goals, "inputs": [str(f) for f in args.files]})
 
 
+def _median_rate(run: dict) -> float:
+    """Median over timed steps of non-pad tokens / step time: robust to a single slow step."""
+    timed = range(run["warmup_steps"], len(run["step_s"]))
+    return statistics.median(run["steps"][i]["nonpad"] / run["step_s"][i] for i in timed)
+
+
 def _pct(x):
     return f"{x:.1%}" if x is not None else "-"
 
@@ -549,9 +561,11 @@ def _goals(shape: str, ok: dict) -> list[dict]:
         ratios = {k[0]: us[k]["tokens_per_s"] / hf[k]["tokens_per_s"] for k in common}
         best_hf = max(hf.values(), key=lambda x: x["tokens_per_s"])
         best_us = max(us.values(), key=lambda x: x["tokens_per_s"])
-        text = ", ".join(f"b{b}: {r:.2f}x" for b, r in sorted(ratios.items()))
+        med = {k[0]: _median_rate(us[k]) / _median_rate(hf[k]) for k in common}
+        text = ", ".join(f"b{b}: {r:.2f}x (median step {med[b]:.2f}x)" for b, r in sorted(ratios.items()))
         goals.append({"shape": shape, "goal": f"{shape}: Unsloth >= 2x plain HF at equal settings",
-                      "met": min(ratios.values()) >= 2.0, "ratios": ratios,
+                      "met": min(*ratios.values(), *med.values()) >= 2.0,  # both estimators, every batch
+                      "ratios": ratios, "ratios_median_step": med,
                       "best_vs_best": best_us["tokens_per_s"] / best_hf["tokens_per_s"],
                       "measured": f"{text}; best vs best {best_us['tokens_per_s'] / best_hf['tokens_per_s']:.2f}x"})
     if shape == "qwen2.5-7b":
