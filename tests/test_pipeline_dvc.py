@@ -1,0 +1,130 @@
+"""The user's workflow with the real dvc CLI on a tiny pipeline: what reruns after a param change, and
+whether `dvc metrics diff`, `dvc exp show` and `dvc plots` give the user numbers to compare.
+
+Everything here runs on one clone of the session's tiny repo (tests/tiny_repo.py); the experiments run in
+the order below, each on top of the previous one's workspace, as a user would run them.
+"""
+from __future__ import annotations
+
+import json
+import numbers
+import time
+
+import pytest
+import yaml
+
+import tiny_repo
+from tiny_repo import STAGES, dvc, ran, skipped
+
+pytestmark = pytest.mark.slow
+
+DOWNSTREAM_OF_STAGE2 = ["stage2", "merge", "quantize", "eval"]
+EXPERIMENTS = [  # (-S override, stages that must run, in order; every other stage must be skipped)
+    ("stage2.lr=5e-5", DOWNSTREAM_OF_STAGE2),
+    ("stage2.positive_ratio=0.15", DOWNSTREAM_OF_STAGE2),
+    ("stage1.lr=1e-4", ["stage1", *DOWNSTREAM_OF_STAGE2]),
+    ("eval.grammar=true", ["eval"]),
+]
+
+
+@pytest.fixture(scope="module")
+def workflow(tmp_path_factory):
+    """Run the whole workflow once; tests below check its parts."""
+    built = tiny_repo.session_repo(tmp_path_factory)
+    repo = tiny_repo.clone(built.repo, tmp_path_factory.mktemp("workflow") / "repo")
+    record = {"repo": repo, "seconds": {}}
+    start = time.monotonic()
+    record["repro_again"] = dvc(repo, "repro")
+    record["status"] = dvc(repo, "status")
+    record["seconds"]["repro_again"] = round(time.monotonic() - start, 1)
+    record["exps"] = {}
+    for override, _ in EXPERIMENTS:
+        start = time.monotonic()
+        output = dvc(repo, "exp", "run", "-S", override)
+        key, value = override.split("=")
+        section, name = key.split(".")
+        params = yaml.safe_load((repo / "params.yaml").read_text())
+        record["exps"][override] = {"output": output, "param": params[section][name],
+                                    "seconds": round(time.monotonic() - start, 1)}
+    record["repro_after"] = dvc(repo, "repro")
+    record["status_after"] = dvc(repo, "status")
+    record["metrics_diff"] = json.loads(dvc(repo, "metrics", "diff", "--json"))
+    record["exp_show"] = json.loads(dvc(repo, "exp", "show", "--json"))
+    record["plots"] = json.loads(dvc(repo, "plots", "show", "--json") or "{}")
+    return record
+
+
+def test_second_repro_runs_nothing_and_status_is_clean(workflow):
+    assert ran(workflow["repro_again"]) == [], workflow["repro_again"]
+    assert sorted(skipped(workflow["repro_again"])) == sorted(STAGES)
+    assert "Data and pipelines are up to date." in workflow["status"]
+
+
+@pytest.mark.parametrize("override,expected", EXPERIMENTS, ids=[o for o, _ in EXPERIMENTS])
+def test_exp_run_reruns_exactly_the_affected_stages(workflow, override, expected):
+    output = workflow["exps"][override]["output"]
+    assert ran(output) == expected, output[-3000:]
+    assert sorted(skipped(output)) == sorted(set(STAGES) - set(expected)), output[-3000:]
+
+
+def test_the_set_param_reaches_the_stage(workflow):
+    """-S edits params.yaml and the stage reads it: the value lands in the stage's own metrics."""
+    repo = workflow["repo"]
+    assert workflow["exps"]["stage1.lr=1e-4"]["param"] == pytest.approx(1e-4)
+    assert tiny_repo.read_json(repo / "metrics/stage1.json")["lr"] == pytest.approx(1e-4)
+    assert tiny_repo.read_json(repo / "metrics/stage2.json")["lr"] == pytest.approx(5e-5)
+    assert tiny_repo.read_json(repo / "metrics/eval.json")["engine"]["grammar"] == 1
+
+
+def test_repro_after_experiments_runs_nothing(workflow):
+    assert ran(workflow["repro_after"]) == []
+    assert "Data and pipelines are up to date." in workflow["status_after"]
+
+
+def _numbers(tree) -> list:
+    if isinstance(tree, dict):
+        return [x for v in tree.values() for x in _numbers(v)]
+    return [tree] if isinstance(tree, numbers.Number) and not isinstance(tree, bool) else []
+
+
+def test_metrics_diff_names_what_changed_with_numbers(workflow):
+    diff = workflow["metrics_diff"]
+    assert {"metrics/eval.json", "metrics/stage1.json", "metrics/stage2.json"} <= set(diff), diff.keys()
+    assert diff["metrics/stage1.json"]["lr"]["old"] == pytest.approx(1e-3)
+    assert diff["metrics/stage1.json"]["lr"]["new"] == pytest.approx(1e-4)
+    assert diff["metrics/eval.json"]["engine.grammar"] == {"old": 0, "new": 1, "diff": 1}
+    for path, changes in diff.items():
+        for name, change in changes.items():
+            assert set(change) >= {"old", "new"}, (path, name, change)
+            if "diff" in change:
+                assert isinstance(change["diff"], numbers.Number), (path, name, change)
+
+
+def test_exp_show_lists_every_experiment_with_params_and_metrics(workflow):
+    rows = workflow["exp_show"]
+    baseline = next(r for r in rows if r["rev"] != "workspace")
+    experiments = baseline["experiments"] or []
+    assert len(experiments) == len(EXPERIMENTS), [e.get("name") for e in experiments]
+    seen = []
+    for exp in experiments:
+        data = exp["revs"][0]["data"]
+        params = data["params"]["params.yaml"]["data"]
+        seen.append((params["stage1"]["lr"], params["stage2"]["lr"], params["stage2"]["positive_ratio"],
+                     params["eval"]["grammar"]))
+        metrics = data["metrics"]
+        for path in ("metrics/eval.json", "metrics/stage2.json", "metrics/split.json"):
+            assert _numbers(metrics[path]["data"]), (path, metrics.get(path))
+        assert isinstance(metrics["metrics/eval.json"]["data"]["dev_all"]["false_positive_rate"], numbers.Number)
+    assert sorted(seen) == sorted([(1e-3, 5e-5, 0.10, False), (1e-3, 5e-5, 0.15, False),
+                                   (1e-4, 5e-5, 0.15, False), (1e-4, 5e-5, 0.15, True)])
+
+
+@pytest.mark.xfail(strict=True, reason="dvc.yaml declares no plots: `dvc plots show` is empty. Fix (lead, dvc.yaml): "
+                   "a top-level `plots:` section, see RELIABILITY.md 'dvc plots'")
+def test_plots_show_the_training_curves_and_eval_plots(workflow):
+    plots = workflow["plots"]
+    names = set(plots)
+    assert any("loss" in n for n in names), names
+    assert any("confusion" in n for n in names), names
+    for name, entries in plots.items():
+        assert entries, name

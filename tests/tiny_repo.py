@@ -1,0 +1,230 @@
+"""A tiny temporary copy of this repository that the real `dvc` CLI runs end to end in about a minute.
+
+The tests that exercise the user's workflow (dvc repro, dvc exp run -S, kills, offline runs) build one
+tiny pipeline per test session and clone it for every test that mutates it.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("demo", "split", "base", "sanity", "stage1", "stage2", "merge", "quantize", "eval")
+# Not copied: other runs' results and the main repository's lock (the tiny repo locks its own runs).
+EXCLUDED = (re.compile(r"^benchmarks/results/"), re.compile(r"^dvc\.lock$"))
+
+# Smallest configuration that still runs every stage for real (tiny random llama, 2 optimizer steps).
+TINY_PARAMS: dict[str, Any] = {
+    "demo": {"n_articles": 120, "positive_share": 0.3},
+    "base": {"model": "tiny-random"},
+    "split": {"dev_all_size": 20, "dev_all_positive_share": 0.2, "dev_positive_size": 8, "sanity_size": 4},
+    "sanity": {"steps": 2, "min_loss_ratio": 0.0, "min_exact_match": 0.0, "max_new_tokens": 16},
+    "train": {"global_batch": 4, "per_device_batch": 2, "save_steps": 1},
+    "lora": {"r": 4, "alpha": 8},
+    "stage1": {"size": 8, "epochs": 1},
+    "stage2": {"size": 8, "epochs": 0.5},
+    "eval": {"max_new_tokens": 16, "compare_subset": 2},
+}
+# Keys whose values are wall-clock measurements, never expected to repeat.
+TIMING_KEYS = {"seconds", "tokens_per_s", "articles_per_s", "prompt_tokens_per_s", "generated_tokens_per_s"}
+
+RUNNING = re.compile(r"Running stage '([\w-]+)'")
+SKIPPED = re.compile(r"Stage '([\w-]+)' didn't change, skipping")
+CACHED = re.compile(r"Stage '([\w-]+)' is cached - skipping run")
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def env() -> dict[str, str]:
+    """The test interpreter's venv first on PATH, so dvc's `python -m stages.X` is this Python."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "DVC_NO_ANALYTICS": "1",
+            "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "COLUMNS": "200", "TERM": "dumb",
+            "GIT_AUTHOR_NAME": "jinmei-test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
+            "GIT_COMMITTER_NAME": "jinmei-test", "GIT_COMMITTER_EMAIL": "test@example.invalid"}
+
+
+def sh(repo: Path, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    done = subprocess.run(list(args), cwd=repo, env=env(), capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {done.returncode} in {repo}:\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def dvc(repo: Path, *args: str, check: bool = True, timeout: float = 600, prefix: tuple[str, ...] = ()) -> str:
+    """Run the real dvc CLI; returns stdout and stderr together (DVC logs stage decisions on both)."""
+    done = subprocess.run([*prefix, sys.executable, "-m", "dvc", *args], cwd=repo, env=env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} exited {done.returncode} in {repo}:\n{done.stdout[-6000:]}")
+    return done.stdout
+
+
+def ran(output: str) -> list[str]:
+    return RUNNING.findall(output)
+
+
+def skipped(output: str) -> list[str]:
+    return SKIPPED.findall(output) + CACHED.findall(output)
+
+
+def source_files() -> list[str]:
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    return sorted(p for p in listed if p and (ROOT / p).is_file() and not any(x.search(p) for x in EXCLUDED))
+
+
+def write_params(repo: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    path = repo / "params.yaml"
+    params = deep_merge(yaml.safe_load(path.read_text(encoding="utf-8")), overrides)
+    path.write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True, width=120), encoding="utf-8")
+    return params
+
+
+def make_repo(dst: Path, overrides: dict[str, Any] | None = None) -> Path:
+    """Copy the sources into dst, apply TINY_PARAMS (+ overrides), `git init` and commit."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for rel in source_files():
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, dst / rel)
+    write_params(dst, deep_merge(TINY_PARAMS, overrides or {}))
+    sh(dst, "git", "init", "-q", "-b", "main")
+    sh(dst, "git", "add", "-A")
+    sh(dst, "git", "commit", "-q", "-m", "tiny jinmei")
+    return dst
+
+
+def commit(repo: Path, message: str) -> None:
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-q", "--allow-empty", "-m", message)
+
+
+def clone(src: Path, dst: Path) -> Path:
+    """A full independent copy (workspace, .git, .dvc/cache); DVC-linked files become plain copies."""
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+@dataclass
+class Run:
+    """A `dvc` subprocess whose output lines are timestamped as they arrive; killable as a group."""
+
+    repo: Path
+    args: tuple[str, ...]
+    prefix: tuple[str, ...] = ()
+    lines: list[tuple[float, str]] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen([*self.prefix, sys.executable, "-m", "dvc", *self.args], cwd=self.repo,
+                                     env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     start_new_session=True)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append((time.monotonic() - self.started, line))
+
+    @property
+    def output(self) -> str:
+        return "".join(line for _, line in self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = 300) -> float:
+        """Seconds since start when a line matching pattern arrived; fails if the run ends first."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for t, line in list(self.lines):
+                if regex.search(line):
+                    return t
+            if self.proc.poll() is not None:
+                self.reader.join(5)
+                if any(regex.search(line) for _, line in self.lines):
+                    return next(t for t, line in self.lines if regex.search(line))
+                raise AssertionError(f"dvc {' '.join(self.args)} ended (exit {self.proc.returncode}) before "
+                                     f"{pattern!r}:\n{self.output[-4000:]}")
+            time.sleep(0.05)
+        raise AssertionError(f"no {pattern!r} within {timeout} s:\n{self.output[-4000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL dvc and every stage process it started (the whole session)."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(30)
+        self.reader.join(5)
+
+    def wait(self, timeout: float = 600) -> int:
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+        self.reader.join(5)
+        return code
+
+    def stage_seconds(self) -> dict[str, float]:
+        """Wall time of each stage that ran: from its 'Running stage' line to the next stage's (or the end)."""
+        marks = [(t, m.group(1)) for t, line in self.lines if (m := RUNNING.search(line))]
+        end = self.lines[-1][0] if self.lines else 0.0
+        return {name: round((marks[i + 1][0] if i + 1 < len(marks) else end) - t, 1)
+                for i, (t, name) in enumerate(marks)}
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def without_timing(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: without_timing(v) for k, v in obj.items() if k not in TIMING_KEYS and k != "throughput"}
+    if isinstance(obj, list):
+        return [without_timing(v) for v in obj]
+    return obj
+
+
+@dataclass
+class Built:
+    repo: Path
+    run: Run
+    seconds: float
+
+
+_SESSION: dict[str, Built] = {}
+
+
+def session_repo(tmp_path_factory) -> Built:
+    """The tiny pipeline, built and `dvc repro`-ed once per test session; clone it before mutating it."""
+    if "built" not in _SESSION:
+        repo = make_repo(tmp_path_factory.mktemp("tiny-session") / "repo")
+        run = Run(repo, ("repro",))
+        code = run.wait()
+        if code != 0:
+            raise AssertionError(f"dvc repro of the tiny pipeline failed (exit {code}):\n{run.output[-6000:]}")
+        commit(repo, "tiny pipeline, reproduced")
+        _SESSION["built"] = Built(repo, run, round(run.lines[-1][0], 1))
+        print(f"\ntiny pipeline built in {_SESSION['built'].seconds} s: {run.stage_seconds()}")
+    return _SESSION["built"]
