@@ -1,0 +1,108 @@
+"""Each advice rule fires on hand-made metrics, with commands computed from the current params."""
+import copy
+
+import yaml
+
+from stages.advice import advise, num
+
+PARAMS = yaml.safe_load("""
+stage2: {size: 256, positive_ratio: 0.10, epochs: 0.5, lr: 1.0e-4}
+quantize: {type: Q4_K_M, name: jinmei}
+eval: {max_new_tokens: 256, grammar: false, recall_drop_margin: 0.05, quant_drop_margin: 0.05,
+       max_false_positive_rate: 0.05, min_parse_rate: 0.95}
+""")
+
+
+def good_metrics():
+    return {
+        "dev_all": {"false_positive_rate": 0.01, "schema_valid_rate": 0.99, "json_parse_rate": 1.0, "truncated": 0,
+                    "recall": 0.9},
+        "dev_positive": {"recall": 0.9, "person_f1": 0.8},
+        "compare": {"n": 20, "stage1": {"recall": 0.9}, "merged": {"recall": 0.9}, "gguf": {"recall": 0.88}},
+    }
+
+
+def test_all_good_says_so():
+    text = advise(good_metrics(), PARAMS, {"first_loss": 2.0, "last_loss": 0.1}, good_metrics())
+    assert "All checks pass" in text and "dvc exp run" not in text
+
+
+def test_stage2_recall_drop_gives_the_three_steps_in_order():
+    m = good_metrics()
+    m["compare"]["merged"]["recall"] = 0.80
+    m["compare"]["gguf"]["recall"] = 0.80
+    text = advise(m, PARAMS)
+    a = text.index("dvc exp run -S stage2.epochs=0.25")
+    b = text.index("dvc exp run -S stage2.lr=5e-05")
+    c = text.index("dvc exp run -S stage2.positive_ratio=0.15")
+    assert a < b < c
+    assert "quantization" not in text
+
+
+def test_commands_follow_the_current_params():
+    params = copy.deepcopy(PARAMS)
+    params["stage2"].update(epochs=0.25, lr=5e-4, positive_ratio=0.15)
+    m = good_metrics()
+    m["compare"]["merged"]["recall"] = 0.5
+    m["compare"]["gguf"]["recall"] = 0.5
+    text = advise(m, params)
+    assert "stage2.epochs=0.125" in text and "stage2.lr=0.00025" in text and "stage2.positive_ratio=0.2" in text
+
+
+def test_drop_within_margin_is_quiet():
+    m = good_metrics()
+    m["compare"]["merged"]["recall"] = 0.86         # 0.04 < 0.05
+    assert "All checks pass" in advise(m, PARAMS)
+
+
+def test_stage1_overfitting_needs_falling_recall_and_falling_loss():
+    m, before = good_metrics(), good_metrics()
+    m["dev_positive"]["recall"] = 0.7
+    text = advise(m, PARAMS, {"first_loss": 2.0, "last_loss": 0.05, "min_loss": 0.05}, before)
+    assert "dvc exp run -S stage1.lora_dropout=0.05" in text
+    # loss no longer falling at the end (last far above the minimum): not this rule
+    assert "lora_dropout" not in advise(m, PARAMS, {"first_loss": 2.0, "last_loss": 0.5, "min_loss": 0.05}, before)
+    # no previous eval or no stage1 metrics: the rule cannot fire, and nothing crashes
+    assert "lora_dropout" not in advise(m, PARAMS, None, before)
+    assert "lora_dropout" not in advise(m, PARAMS, {"first_loss": 2.0, "last_loss": 0.05}, None)
+
+
+def test_quantization_drop_suggests_bigger_types():
+    m = good_metrics()
+    m["compare"]["gguf"]["recall"] = 0.7
+    text = advise(m, PARAMS)
+    assert "dvc exp run -S quantize.type=Q5_K_M" in text and "dvc exp run -S quantize.type=Q8_0" in text
+    params = copy.deepcopy(PARAMS)
+    params["quantize"]["type"] = "Q5_K_M"
+    text = advise(m, params)
+    assert "quantize.type=Q8_0" in text and "quantize.type=Q5_K_M" not in text
+    params["quantize"]["type"] = "Q8_0"
+    assert "chat-template or tokenizer" in advise(m, params)
+
+
+def test_high_false_positive_rate():
+    m = good_metrics()
+    m["dev_all"]["false_positive_rate"] = 0.2
+    text = advise(m, PARAMS)
+    assert "false positive rate 20.0%" in text and "stage2.positive_ratio=0.05" in text
+    assert "names persons in articles that have none" in text
+
+
+def test_low_parse_rate_and_truncation():
+    m = good_metrics()
+    m["dev_all"].update(schema_valid_rate=0.3, json_parse_rate=0.4, truncated=12, false_positive_rate=0.6)
+    text = advise(m, PARAMS)
+    assert "only 30.0% of dev_all answers are valid" in text
+    assert "12 answers hit eval.max_new_tokens=256" in text
+    assert "dvc exp run -S eval.grammar=true" in text
+    assert "invalid answers" in text                 # the false positives come from invalid answers
+
+
+def test_missing_compare_section_is_fine():
+    m = good_metrics()
+    del m["compare"]
+    assert "All checks pass" in advise(m, PARAMS)
+
+
+def test_num_formats_like_params():
+    assert [num(0.25), num(5e-05), num(0.1 + 0.05), num(1e-3)] == ["0.25", "5e-05", "0.15", "0.001"]
