@@ -56,10 +56,10 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
     return merged
 
 
-def env() -> dict[str, str]:
+def env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The test interpreter's venv first on PATH, so dvc's `python -m stages.X` is this Python."""
     bin_dir = str(Path(sys.executable).parent)
-    return {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "DVC_NO_ANALYTICS": "1",
+    return {**os.environ, **(extra or {}), "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "DVC_NO_ANALYTICS": "1",
             "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "COLUMNS": "200", "TERM": "dumb",
             "GIT_AUTHOR_NAME": "jinmei-test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
             "GIT_COMMITTER_NAME": "jinmei-test", "GIT_COMMITTER_EMAIL": "test@example.invalid"}
@@ -72,9 +72,9 @@ def sh(repo: Path, *args: str, check: bool = True, timeout: float = 600) -> subp
     return done
 
 
-def dvc(repo: Path, *args: str, check: bool = True, timeout: float = 600, prefix: tuple[str, ...] = ()) -> str:
+def dvc(repo: Path, *args: str, check: bool = True, timeout: float = 600) -> str:
     """Run the real dvc CLI; returns stdout and stderr together (DVC logs stage decisions on both)."""
-    done = subprocess.run([*prefix, sys.executable, "-m", "dvc", *args], cwd=repo, env=env(),
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env(),
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
     if check and done.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} exited {done.returncode} in {repo}:\n{done.stdout[-6000:]}")
@@ -132,13 +132,14 @@ class Run:
 
     repo: Path
     args: tuple[str, ...]
-    prefix: tuple[str, ...] = ()
+    prefix: tuple[str, ...] = ()        # e.g. ("unshare", "-rn"): run dvc inside a network namespace
+    extra_env: dict[str, str] | None = None
     lines: list[tuple[float, str]] = field(default_factory=list)
 
     def __post_init__(self):
         self.started = time.monotonic()
         self.proc = subprocess.Popen([*self.prefix, sys.executable, "-m", "dvc", *self.args], cwd=self.repo,
-                                     env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env=env(self.extra_env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      start_new_session=True)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
