@@ -53,7 +53,7 @@ def main() -> None:
     params = yaml.safe_load(open("params.yaml", encoding="utf-8"))
     params["train"].update(backend=args.backend, per_device_batch=8, global_batch=16, save_steps=20)
     params["sanity"].update(steps=30, lr=1e-3, min_loss_ratio=1.5, min_exact_match=0.0, max_new_tokens=64)
-    params["stage1"].update(size=256, epochs=1)
+    params["stage1"].update(size=None, epochs=2)
     params["stage2"].update(size=512, epochs=0.25)
     for item in args.set:
         key, value = item.split("=", 1)

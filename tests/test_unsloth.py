@@ -83,5 +83,27 @@ def test_trained_adapter_merges_to_the_same_model(unsloth_model, tiny_base, tmp_
         want = model(input_ids=ids).logits.float()
         merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.bfloat16).cuda()
         got = merged(input_ids=ids).logits.float()
-    assert (want.argmax(-1) == got.argmax(-1)).float().mean().item() >= 0.95
-    assert torch.allclose(want, got, atol=0.15, rtol=0.05)
+    # A random model's logits are nearly flat, so compare them as vectors, not by argmax.
+    assert (torch.norm(want - got) / torch.norm(want)).item() < 0.02
+    assert_merged_weights(tiny_base, adapter, tmp_path / "merged")
+
+
+def assert_merged_weights(base, adapter, merged):
+    """W_merged == W_base + alpha/r * B @ A for every adapted matrix (bf16 rounding allowed)."""
+    from safetensors.torch import load_file
+
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    scale = config["lora_alpha"] / config["r"]
+    lora = load_file(str(adapter / "adapter_model.safetensors"))
+    base_w = {k: v.float() for k, v in load_file(str(next(base.glob("*.safetensors")))).items()}
+    merged_w = {k: v.float() for k, v in load_file(str(next(merged.glob("*.safetensors")))).items()}
+    checked = 0
+    for key, a in lora.items():
+        if ".lora_A." not in key:
+            continue
+        b = lora[key.replace(".lora_A.", ".lora_B.")].float()
+        name = key.split("base_model.model.", 1)[1].replace(".lora_A.weight", ".weight")
+        want = base_w[name] + scale * (b @ a.float())
+        assert torch.allclose(merged_w[name], want, atol=1e-2, rtol=1e-2), name
+        checked += 1
+    assert checked > 0
