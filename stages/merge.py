@@ -47,6 +47,18 @@ def check_adapter_dir(path: Path) -> dict:
     return config
 
 
+def check_adapter_tokenizer(adapter_dir: Path, base_tokenizer) -> None:
+    """The merged model keeps the base tokenizer; a tokenizer saved with the adapter must not disagree."""
+    from transformers import AutoTokenizer
+
+    if not (adapter_dir / "tokenizer_config.json").is_file():
+        return
+    saved = AutoTokenizer.from_pretrained(adapter_dir)
+    if saved.get_vocab() != base_tokenizer.get_vocab() or saved.chat_template != base_tokenizer.chat_template:
+        raise JinmeiError(f"{adapter_dir}: the tokenizer saved with the adapter differs from the base's "
+                          "(vocabulary or chat template); training must not change the tokenizer")
+
+
 def resolve_dtype(name: str, base_dir: Path):
     """auto = bfloat16 on a GPU, the dtype the base was saved in on CPU."""
     import torch
@@ -74,6 +86,10 @@ def merge(base_dir: Path, adapter_dir: Path, out_dir: Path, dtype_name: str = "a
     check_model_dir(base_dir, "base model")
     check_adapter_dir(adapter_dir)
     save_dtype = resolve_dtype(dtype_name, base_dir)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    if not tokenizer.chat_template:
+        raise JinmeiError(f"{base_dir}: tokenizer has no chat template; rerun the base stage")
+    check_adapter_tokenizer(adapter_dir, tokenizer)
     on_gpu = torch.cuda.is_available()
     # CPU: add the LoRA delta in float32, so a bf16 base does not round it away before saving.
     work_dtype = save_dtype if on_gpu else torch.float32
@@ -96,10 +112,6 @@ def merge(base_dir: Path, adapter_dir: Path, out_dir: Path, dtype_name: str = "a
         raise JinmeiError(f"{not_this_base} ({len(missing)} LoRA weights missing, {len(result.unexpected_keys)} "
                           f"unexpected, e.g. {(missing + list(result.unexpected_keys))[:2]}); was it trained on this base?")
     merged = model.merge_and_unload().to(save_dtype)
-    tokenizer_dir = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_dir
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    if not tokenizer.chat_template:
-        raise JinmeiError(f"{tokenizer_dir}: tokenizer has no chat template; rerun the base stage")
     try:
         merged.generation_config = GenerationConfig.from_pretrained(base_dir)
     except OSError:
@@ -107,8 +119,7 @@ def merge(base_dir: Path, adapter_dir: Path, out_dir: Path, dtype_name: str = "a
     with atomic_path(out_dir) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         _save_tokenizer(tokenizer, tmp)
-    return {"lora_tensors": len(weights), "dtype": str(save_dtype).removeprefix("torch."),
-            "tokenizer_from": str(tokenizer_dir)}
+    return {"lora_tensors": len(weights), "dtype": str(save_dtype).removeprefix("torch.")}
 
 
 def main(argv: list[str] | None = None) -> None:

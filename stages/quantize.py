@@ -127,7 +127,10 @@ def convert_to_f16(merged_dir: Path, f16_path: Path, model_name: str, vocab_only
 
 def quant_types() -> dict[str, int]:
     """Quantization type names llama.cpp knows (Q4_K_M, Q8_0, F16, ...) -> llama_ftype."""
-    import llama_cpp
+    try:
+        import llama_cpp
+    except ImportError as e:
+        raise JinmeiError(f"llama-cpp-python is not installed ({e}); run `pip install llama-cpp-python==0.3.36`") from e
 
     types = {name.removeprefix("LLAMA_FTYPE_MOSTLY_"): getattr(llama_cpp, name)
              for name in dir(llama_cpp) if name.startswith("LLAMA_FTYPE_MOSTLY_")}

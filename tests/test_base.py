@@ -6,6 +6,7 @@ from pathlib import Path
 
 import llama_cpp
 import pytest
+import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -36,7 +37,12 @@ def shared_dir(tmp_path_factory, name: str) -> Path:
 def bundled_base(tmp_path_factory) -> Path:
     out = shared_dir(tmp_path_factory, "bundled-base")
     if not (out / "config.json").exists():
-        base.materialise("bundled:smollm2-135m-instruct", out, save_dtype="bfloat16")
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # on 2 shared cores, 2 torch threads ran 3x slower than 1
+        try:
+            base.materialise("bundled:smollm2-135m-instruct", out, save_dtype="bfloat16")
+        finally:
+            torch.set_num_threads(threads)
     return out
 
 
