@@ -364,7 +364,7 @@ def story_accident(w: Writer) -> tuple[str, list[str], list[dict]]:
     intro, address = w.introduce(people[0], "さん", pref)
     persons = [label(people[0], "死亡", address)]
     lead = w.pick([f"{w.day()}、{road}で{vehicle}と{other}が衝突し、{vehicle}を運転していた{intro}が死亡した。",
-                   f"{road}で{w.day()}、{vehicle}が{other}と衝突する事故があり、{vehicle}の{intro}が死亡した。"])
+                   f"{road}で{w.day()}、{vehicle}が{other}と衝突する事故があり、{vehicle}を運転していた{intro}が死亡した。"])
     extras = [f"{w.police(pref)}が事故の原因を調べている。", w.pick(ROAD_SCENES)]
     if len(people) == 2:
         intro2, address2 = w.introduce(people[1], "さん", pref)
@@ -607,6 +607,8 @@ def story_organisation(w: Writer) -> tuple[str, list[str], list[dict]]:
     return lead, extras, []
 
 
+# Hard empties (the last three) are ~48% of empties: a probe with ~35% raised the false-positive rate from
+# 1-4% to 20-62% after 96 training examples (docs/corpus.md, "Learnability probe").
 EMPTY_STORIES = [(story_weather, 3), (story_sports, 3), (story_market, 2), (story_event, 3),
                  (story_anonymous_crime, 4), (story_anonymous_accident, 2), (story_organisation, 4)]
 
