@@ -507,7 +507,7 @@ def story_sports(w: Writer) -> tuple[str, list[str], list[dict]]:
         stem = w.city(pref).removesuffix("市")
         s1, s2 = w.rng.sample([stem + s for s in SCHOOLS], 2)
         lead = f"全国高校{w.pick(['駅伝', 'ラグビー', 'バスケットボール', 'サッカー'])}の{pref}予選決勝が{w.day(hours=False)}行われ、{s1}が{s2}を破り、{w.number(2, 30)}年ぶりの優勝を果たした。"
-        extras = ["全国大会は12月に開かれる。", "会場には多くの応援が駆けつけた。", f"試合は終盤までもつれる接戦となった。",
+        extras = ["全国大会は12月に開かれる。", "会場には多くの応援が駆けつけた。", "試合は終盤までもつれる接戦となった。",
                   f"{s1}は前回大会で{w.pick(['準優勝', '初戦敗退', 'ベスト4'])}だった。"]
     return lead, extras, []
 
