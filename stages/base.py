@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import time
 from functools import lru_cache
@@ -101,10 +102,8 @@ def smollm2_tokenizer(gguf_path: Path | str | None = None):
         clean_up_tokenization_spaces=False, add_prefix_space=False, **SMOLLM2_SPECIAL)
 
 
-def _save_tokenizer(tokenizer, out_dir: Path) -> None:
+def save_tokenizer(tokenizer, out_dir: Path) -> None:
     """Save the tokenizer; say explicitly that no BOS/EOS is added, so the GGUF says so too."""
-    import json
-
     tokenizer.save_pretrained(out_dir)
     config_path = out_dir / "tokenizer_config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
@@ -140,7 +139,7 @@ def _save(model, tokenizer, out_dir: Path, dtype_name: str) -> None:
     model.generation_config = _generation_config(tokenizer)
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
-        _save_tokenizer(tokenizer, tmp)
+        save_tokenizer(tokenizer, tmp)
 
 
 def model_from_gguf(gguf_path: Path):
@@ -153,13 +152,12 @@ def model_from_gguf(gguf_path: Path):
     except (ImportError, ValueError) as e:  # e.g. gguf or accelerate missing: transformers says which
         raise JinmeiError(f"{gguf_path}: transformers cannot load this GGUF: {e}") from e
     config = loaded.config
-    config.quantization_config = None
-    del config.quantization_config
-    config._name_or_path = ""
+    del config.quantization_config  # the flag that makes save_pretrained refuse the model
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    missing, unexpected = plain.load_state_dict(loaded.state_dict(), strict=True)
-    if missing or unexpected:
-        raise JinmeiError(f"{gguf_path}: weights do not match the architecture (missing {missing}, unexpected {unexpected})")
+    try:
+        plain.load_state_dict(loaded.state_dict(), strict=True)
+    except RuntimeError as e:
+        raise JinmeiError(f"{gguf_path}: weights do not match the architecture: {str(e)[:300]}") from e
     plain.tie_weights()
     return plain.eval()
 

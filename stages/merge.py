@@ -81,7 +81,7 @@ def merge(base_dir: Path, adapter_dir: Path, out_dir: Path, dtype_name: str = "a
     from peft.utils import load_peft_weights
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-    from stages.base import _save_tokenizer
+    from stages.base import save_tokenizer
 
     check_model_dir(base_dir, "base model")
     check_adapter_dir(adapter_dir)
@@ -118,7 +118,7 @@ def merge(base_dir: Path, adapter_dir: Path, out_dir: Path, dtype_name: str = "a
         pass
     with atomic_path(out_dir) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
-        _save_tokenizer(tokenizer, tmp)
+        save_tokenizer(tokenizer, tmp)
     return {"lora_tensors": len(weights), "dtype": str(save_dtype).removeprefix("torch.")}
 
 

@@ -102,6 +102,10 @@ def f16_gguf_bytes(shapes: dict[str, list[int]]) -> int:
     return tensors + 16_000_000
 
 
+def human(n_bytes: float) -> str:
+    return f"{n_bytes / 1e9:.1f} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:.0f} MB"
+
+
 def _numel(shape: list[int]) -> int:
     n = 1
     for d in shape:
@@ -253,20 +257,21 @@ def export(merged_dir: Path, out_dir: Path, type_name: str, name: str, system: s
     converter_dir()
     if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
         raise JinmeiError(f"params.yaml quantize.name: '{name}' must be letters, digits, '.', '_' or '-'")
-    tokenizer = AutoTokenizer.from_pretrained(merged_dir)
-    check_chat_template(tokenizer, system)
-    shapes = safetensors_shapes(merged_dir)
-    f16_estimate = f16_gguf_bytes(shapes)
-    need = 2 * f16_estimate  # f16 + the quantized file, which is never larger than the f16 one
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(out_dir.parent).free
-    print(f"quantize: will write ~{f16_estimate / 1e6:,.0f} MB of f16 GGUF plus at most as much {type_name} "
-          f"under {out_dir} ({free / 1e9:,.1f} GB free)")
-    if free < need:
-        raise JinmeiError(f"{out_dir.parent}: {free / 1e9:.1f} GB free, the export needs up to {need / 1e9:.1f} GB; "
-                          "free some disk space")
     gguf_name = f"{name}-{type_name}.gguf"
     f16_name = f"{name}-F16.gguf"
+    modelfile = modelfile_text(gguf_name, system)
+    tokenizer = AutoTokenizer.from_pretrained(merged_dir)
+    check_chat_template(tokenizer, system)
+    f16_estimate = f16_gguf_bytes(safetensors_shapes(merged_dir))
+    # f16 + the quantized file, which is never larger than the f16 one (except F32: twice as large)
+    need = f16_estimate * (3 if type_name == "F32" else 2)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(out_dir.parent).free
+    print(f"quantize: will write ~{human(f16_estimate)} of f16 GGUF plus at most as much {type_name} "
+          f"under {out_dir} ({human(free)} free)")
+    if free < need:
+        raise JinmeiError(f"{out_dir.parent}: {human(free)} free, the export needs up to {human(need)}; "
+                          "free some disk space")
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         start = time.perf_counter()
@@ -278,7 +283,7 @@ def export(merged_dir: Path, out_dir: Path, type_name: str, name: str, system: s
         quantize_seconds = time.perf_counter() - start
         summary = gguf_summary(tmp / gguf_name)
         parity = check_gguf_tokenizer(tmp / gguf_name, summary, tokenizer, system)
-        (tmp / "Modelfile").write_text(modelfile_text(gguf_name, system), encoding="utf-8")
+        (tmp / "Modelfile").write_text(modelfile, encoding="utf-8")
         if not keep_f16:
             (tmp / f16_name).unlink()
     gguf_bytes = (out_dir / gguf_name).stat().st_size

@@ -160,6 +160,17 @@ def test_tiny_random_base(tmp_path):
     assert (out / "tokenizer.json").read_bytes() == (again / "tokenizer.json").read_bytes()
 
 
+def test_local_hf_folder_is_copied_in_save_dtype(tmp_path):
+    source = base.make_tiny_base(tmp_path / "source", seed=5, dtype="float32")
+    out = tmp_path / "base"
+    base.materialise(str(source), out, save_dtype="bfloat16")
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+    assert AutoTokenizer.from_pretrained(out).get_vocab() == AutoTokenizer.from_pretrained(source).get_vocab()
+    original = AutoModelForCausalLM.from_pretrained(source).model.embed_tokens.weight
+    copied = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).model.embed_tokens.weight
+    assert torch.equal(original.to(torch.bfloat16).float(), copied)
+
+
 def run_stage(tmp_path, monkeypatch, base_section: dict, out: Path) -> None:
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"seed": 1, "base": base_section}), encoding="utf-8")

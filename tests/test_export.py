@@ -364,6 +364,10 @@ def test_quantize_errors(tiny, tmp_path, monkeypatch):
     (corrupt / "model.safetensors").write_bytes(b"\xff" * 64)
     with pytest.raises(JinmeiError, match="not a readable safetensors file"):
         quantize.export(corrupt, out, "Q4_K_M", "x", SYSTEM)
+    with monkeypatch.context() as patch:
+        patch.setattr(quantize.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 10**6, 10**6))
+        with pytest.raises(JinmeiError, match=r"1 MB free, the export needs up to [0-9]+ MB"):
+            quantize.export(tiny["merged"], out, "Q4_K_M", "x", SYSTEM)
     monkeypatch.setenv("JINMEI_CONVERTER_DIR", str(tmp_path / "no-converter"))
     with pytest.raises(JinmeiError, match="pip install --no-deps --target"):
         quantize.export(tiny["merged"], out, "Q4_K_M", "x", SYSTEM)
