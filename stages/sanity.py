@@ -45,7 +45,8 @@ def main(argv=None):
     if args.gate.exists():
         args.gate.unlink()  # a stale "passed" must never survive a failing rerun
     result = train(TrainJob(label="sanity", base_dir=args.base, rows=rows, params=params, lr=float(sp["lr"]),
-                            steps=int(sp["steps"]), live_dir=args.live), args.out)
+                            steps=int(sp["steps"]), global_batch=sp.get("global_batch"), live_dir=args.live),
+                   args.out)
     from stages.train import is_main_process
 
     if not is_main_process():

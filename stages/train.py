@@ -139,9 +139,8 @@ def accumulation_steps(global_batch: int, per_device: int, world: int) -> int:
     if global_batch % (per_device * world):
         raise JinmeiError(
             f"params.yaml: train.global_batch={global_batch} is not divisible by train.per_device_batch="
-            f"{per_device} x {world} process(es); choose a per_device_batch that divides "
-            f"{global_batch // math.gcd(global_batch, world) if global_batch % world == 0 else global_batch}"
-            f" / {world} or change train.global_batch"
+            f"{per_device} x {world} process(es); choose a per_device_batch with per_device_batch x {world} "
+            f"dividing {global_batch}, or change train.global_batch"
         )
     return global_batch // (per_device * world)
 
@@ -327,6 +326,7 @@ class TrainJob:
     epochs: float | None = None      # ... or epochs over rows (stage1/stage2)
     lora_dropout: float | None = None
     init_adapter: Path | None = None  # stage2 continues stage1's adapter
+    global_batch: int | None = None   # overrides train.global_batch (sanity overfits with small batches)
     checkpoint_dir: Path | None = None
     live_dir: Path | None = None
 
@@ -335,7 +335,7 @@ def fingerprint(job: TrainJob) -> str:
     """What a checkpoint was made from; a checkpoint with another fingerprint is never resumed."""
     h = hashlib.sha256()
     keys = {k: job.params.get(k) for k in ("seed", "base", "prompt", "schema", "lora", "train")}
-    h.update(json.dumps([job.label, job.lr, job.steps, job.epochs, job.lora_dropout, keys], sort_keys=True,
+    h.update(json.dumps([job.label, job.lr, job.steps, job.epochs, job.lora_dropout, job.global_batch, keys], sort_keys=True,
                         default=str).encode())
     for row in job.rows:
         h.update(row["id"].encode())
@@ -373,7 +373,9 @@ def train(job: TrainJob, out_dir: Path) -> dict[str, Any]:
         raise JinmeiError(f"params.yaml: {job.label}.lr={job.lr} must be positive")
     backend = choose_backend(tp["backend"])
     world = world_size()
-    accum = accumulation_steps(int(tp["global_batch"]), int(tp["per_device_batch"]), world)
+    global_batch = int(job.global_batch or tp["global_batch"])
+    per_device = min(int(tp["per_device_batch"]), global_batch)
+    accum = accumulation_steps(global_batch, per_device, world)
     lora_p = p["lora"]
     lora = LoraSpec(int(lora_p["r"]), int(lora_p["alpha"]),
                     float(lora_p["dropout"] if job.lora_dropout is None else job.lora_dropout),
@@ -388,13 +390,12 @@ def train(job: TrainJob, out_dir: Path) -> dict[str, Any]:
 
     examples, lengths = encode_rows(job.rows, tokenizer, p["prompt"]["system"], p["schema"]["fields"],
                                     int(p["base"]["max_seq_length"]), tp.get("too_long", "skip"))
-    global_batch = int(tp["global_batch"])
     steps = job.steps if job.steps is not None else optimizer_steps(job.epochs, len(examples), global_batch)
     resume_from = _prepare_checkpoints(job)
     if is_main_process():
         print(f"[{job.label}] backend={backend} processes={world} examples={len(examples)} "
               f"(cut {lengths.cut}, skipped {lengths.skipped}) global_batch={global_batch} = "
-              f"{tp['per_device_batch']} x {accum} accumulation x {world} -> {steps} optimizer steps"
+              f"{per_device} x {accum} accumulation x {world} -> {steps} optimizer steps"
               + (f", resuming from {resume_from.name}" if resume_from else ""), flush=True)
 
     from trl import SFTConfig, SFTTrainer
@@ -402,7 +403,7 @@ def train(job: TrainJob, out_dir: Path) -> dict[str, Any]:
     on_gpu = torch.cuda.is_available()
     config = SFTConfig(
         output_dir=str(job.checkpoint_dir or out_dir.parent / f".{out_dir.name}-scratch"),
-        per_device_train_batch_size=int(tp["per_device_batch"]),
+        per_device_train_batch_size=per_device,
         gradient_accumulation_steps=accum,
         max_steps=steps,
         learning_rate=job.lr,
