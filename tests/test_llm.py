@@ -17,7 +17,8 @@ from stages.prompt import messages
 SYSTEM = ('Extract the persons from the Japanese news article. Answer with JSON only: '
           '{"persons":[{"name":...,"act":...,"address":...,"signature":...}]}; unknown fields are null. '
           'If no person is relevant, answer {"persons":[]}.')
-SHORT_SYSTEM = "Reply with one word."     # the base model then stops by itself: exercises the end-of-turn path
+CHAT_SYSTEM = "You are a helpful assistant."
+CHATS = ["Thank you!", "東京の天気は？", "Thank you!!"]   # "Thank you!" ends by itself in 17 tokens: the end-of-turn path
 FIELDS = ["name", "act", "address", "signature"]
 ARTICLES = [
     "東京都内で15日、会社員の山田太郎さん（35）が横断歩道で倒れていた高齢の男性を救助し、警視庁から感謝状が贈られた。",
@@ -31,7 +32,8 @@ ARTICLES = [
     "札幌市の市民団体「緑の会」代表、高橋美咲さん（50）らが集めた署名約1万筆を市長に提出した。",
     "新型のロボット掃除機が発売された。価格は約5万円。Price: about 50,000 yen.",
 ]
-MAX_NEW = 12
+MAX_NEW = 8
+CASES = {SYSTEM: (ARTICLES, MAX_NEW), CHAT_SYSTEM: (CHATS, 20)}
 
 
 @pytest.fixture(scope="module")
@@ -42,15 +44,15 @@ def gguf():
 @pytest.fixture(scope="module")
 def naive(gguf):
     llm = load_llama(gguf, n_ctx=1024, n_threads=2)
-    return {system: [naive_complete(llm, system, a, MAX_NEW) for a in ARTICLES] for system in (SYSTEM, SHORT_SYSTEM)}
+    return {system: [naive_complete(llm, system, a, n) for a in texts] for system, (texts, n) in CASES.items()}
 
 
-def same_answer(reference, fast):
+def same_answer(reference, fast, max_new=MAX_NEW):
     """Identical greedy answers. create_completion goes past max_tokens while the text ends inside a UTF-8
     character, so a truncated reference may be longer: then the engine's answer must be its prefix."""
     if not reference.truncated:
         return not fast.truncated and fast.text == reference.text
-    return fast.truncated and fast.generated_tokens == MAX_NEW and reference.text.startswith(fast.text)
+    return fast.truncated and fast.generated_tokens == max_new and reference.text.startswith(fast.text)
 
 
 def test_prompt_is_the_gguf_chat_template(gguf):
@@ -61,30 +63,31 @@ def test_prompt_is_the_gguf_chat_template(gguf):
     assert render_prompt(SYSTEM, ARTICLES[0]) == rendered
 
 
-@pytest.mark.parametrize("system", [SYSTEM, SHORT_SYSTEM])
+@pytest.mark.parametrize("system", list(CASES))
 def test_engine_equals_naive_loop(gguf, naive, system):
-    engine = Engine(gguf, n_ctx=1024, n_threads=2, max_new_tokens=MAX_NEW, batch_size=1)
-    fast = engine.complete(system, ARTICLES)
+    texts, max_new = CASES[system]
+    engine = Engine(gguf, n_ctx=1024, n_threads=2, max_new_tokens=max_new, batch_size=1)
+    fast = engine.complete(system, texts)
     assert [c.prompt_tokens for c in fast] == [c.prompt_tokens for c in naive[system]]
-    mismatches = [(r.text, f.text) for r, f in zip(naive[system], fast) if not same_answer(r, f)]
+    mismatches = [(r.text, f.text) for r, f in zip(naive[system], fast) if not same_answer(r, f, max_new)]
     assert not mismatches
-    if system == SHORT_SYSTEM:                      # the end-of-turn path was exercised
+    if system == CHAT_SYSTEM:                       # the end-of-turn path was exercised
         assert any(not c.truncated for c in fast)
     # the second pass hits the cached prompt prefix everywhere and still answers the same
-    assert [c.text for c in engine.complete(system, ARTICLES)] == [c.text for c in fast]
+    assert [c.text for c in engine.complete(system, texts)] == [c.text for c in fast]
 
 
 def test_two_workers_equal_one(gguf, naive):
-    fast = complete_all(gguf, SYSTEM, ARTICLES[:6], n_ctx=1024, n_threads=2, workers=2, max_new_tokens=MAX_NEW,
+    fast = complete_all(gguf, SYSTEM, ARTICLES[:4], n_ctx=1024, n_threads=2, workers=2, max_new_tokens=MAX_NEW,
                         batch_size=1)
-    assert all(same_answer(r, f) for r, f in zip(naive[SYSTEM][:6], fast))
+    assert all(same_answer(r, f) for r, f in zip(naive[SYSTEM][:4], fast))
 
 
 def test_grammar_answers_are_schema_json_and_equal_naive(gguf):
     llm = load_llama(gguf, n_ctx=1024, n_threads=2)
-    reference = [naive_complete(llm, SYSTEM, a, 48, grammar=answer_grammar(FIELDS)) for a in ARTICLES[:3]]
-    engine = Engine(gguf, n_ctx=1024, n_threads=2, max_new_tokens=48, grammar_fields=FIELDS)
-    fast = engine.complete(SYSTEM, ARTICLES[:3])
+    reference = [naive_complete(llm, SYSTEM, a, 40, grammar=answer_grammar(FIELDS)) for a in ARTICLES[:2]]
+    engine = Engine(gguf, n_ctx=1024, n_threads=2, max_new_tokens=40, grammar_fields=FIELDS)
+    fast = engine.complete(SYSTEM, ARTICLES[:2])
     assert [c.text for c in fast] == [c.text for c in reference]
     for c in fast:
         assert " " not in c.text.split('"')[0]        # no free whitespace before the first string
@@ -107,8 +110,8 @@ def test_article_longer_than_the_context_is_refused(gguf):
 def test_batched_decode_runs_and_is_deterministic(gguf):
     """batch_size > 1 is documented as not bitwise identical to the naive loop; it must still be sane."""
     engine = Engine(gguf, n_ctx=1024, n_threads=2, max_new_tokens=MAX_NEW, batch_size=4)
-    first = engine.complete(SHORT_SYSTEM, ARTICLES)
-    again = engine.complete(SHORT_SYSTEM, ARTICLES)
+    first = engine.complete(SYSTEM, ARTICLES[:6])
+    again = engine.complete(SYSTEM, ARTICLES[:6])
     assert [c.text for c in first] == [c.text for c in again]
     assert all(c.generated_tokens <= MAX_NEW and (c.truncated == (c.generated_tokens == MAX_NEW) or not c.truncated)
                for c in first)
