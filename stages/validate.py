@@ -162,7 +162,7 @@ SCHEMA: dict[str, Any] = {
               "too_long": one_of("cut_article", "skip"), "warmup_ratio": ratio, "lr_scheduler": text,
               "weight_decay": nonnegative_number, "max_grad_norm": positive_number, "save_steps": positive_int,
               "group_by_length": boolean, "loss_type": Defaulted(one_of("nll", "chunked_nll", "dft"))},
-    "sanity": {"steps": positive_int, "lr": positive_number, "min_loss_ratio": nonnegative_number,
+    "sanity": {"steps": positive_int, "global_batch": Defaulted(null_or(positive_int)), "lr": positive_number, "min_loss_ratio": nonnegative_number,
                "min_exact_match": ratio, "max_new_tokens": positive_int},
     "stage1": {"size": null_or(positive_int), "positive_ratio": ratio, "epochs": positive_number,
                "lr": positive_number, "lora_dropout": null_or(dropout)},
@@ -295,15 +295,20 @@ def processes(train: dict[str, Any], count_gpus: bool) -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 1
 
 
-def check_batch(params: dict[str, Any], count_gpus: bool) -> None:
+def check_batch(params: dict[str, Any], sections: set[str], count_gpus: bool) -> None:
+    """Each global batch must split into per-device batches x processes (gradient accumulation does the rest)."""
     train = params["train"]
     world = processes(train, count_gpus)
-    per_device, global_batch = train["per_device_batch"], train["global_batch"]
-    if global_batch % (per_device * world):
-        fits = [d for d in range(1, global_batch + 1) if global_batch % (d * world) == 0]
-        raise _fail("train.global_batch", global_batch,
-                    f"not divisible by train.per_device_batch={per_device} x {world} process(es); "
-                    f"per_device_batch could be {', '.join(map(str, fits)) or 'none (change global_batch)'}")
+    batches = [("train.global_batch", train["global_batch"])]
+    if "sanity" in sections and params["sanity"].get("global_batch") is not None:
+        batches.append(("sanity.global_batch", params["sanity"]["global_batch"]))
+    for key, global_batch in batches:
+        per_device = min(train["per_device_batch"], global_batch)  # as stages.train does
+        if global_batch % (per_device * world):
+            fits = [d for d in range(1, global_batch + 1) if global_batch % (d * world) == 0]
+            raise _fail(key, global_batch,
+                        f"not divisible by train.per_device_batch={per_device} x {world} process(es); "
+                        f"per_device_batch could be {', '.join(map(str, fits)) or 'none (change ' + key + ')'}")
 
 
 def check_lr_scheduler(params: dict[str, Any]) -> None:
@@ -360,7 +365,7 @@ def validate(params: dict[str, Any], stage: str, base_dir: Path | str | None = N
             check_section(params, name)
     check_cross_keys(params, sections)
     if "train" in sections:
-        check_batch(params, count_gpus=stage in TRAINING)
+        check_batch(params, sections, count_gpus=stage in TRAINING)
     if stage in TRAINING:
         check_lr_scheduler(params)
     if "quantize" in sections:

@@ -69,6 +69,7 @@ BAD_VALUES = [
     ("stage2.epochs", -0.5, "stage2", "stage2.epochs=-0.5: must be a positive number"),
     ("sanity.steps", 0, "sanity", "sanity.steps=0: must be a positive integer"),
     ("sanity.steps", 2.5, "sanity", "sanity.steps=2.5: must be a positive integer"),
+    ("sanity.global_batch", 0, "sanity", "sanity.global_batch=0: must be a positive integer"),
     ("train.save_steps", 0, "stage1", "train.save_steps=0: must be a positive integer"),
     ("stage1.size", 0, "stage1", "stage1.size=0: must be a positive integer"),
     ("stage2.size", -5, "stage2", "stage2.size=-5: must be a positive integer"),
@@ -104,7 +105,7 @@ BAD_VALUES = [
     ("lora.target_modules", "q_proj", "stage1", "lora.target_modules='q_proj': must be a non-empty list of names"),
     ("prompt.system", "  ", "quantize", "prompt.system='  ': must be a non-empty string"),
     ("seed", "abc", "demo", "params.yaml seed='abc': must be an integer"),
-    ("demo.min_chars", 500, "demo", "demo.min_chars=500: is above demo.max_chars=160"),
+    ("demo.min_chars", 10_000, "demo", "demo.min_chars=10000: is above demo.max_chars="),
     ("eval.max_new_tokens", 4096, "eval", "eval.max_new_tokens=4096: leaves no room for the prompt in eval.n_ctx"),
 ]
 
@@ -135,6 +136,15 @@ def test_exponent_strings_from_dvc_exp_run_are_numbers(params):
     changed = yaml.safe_load(yaml.safe_dump(params).replace("lr: 0.0005", "lr: 5e-05"))
     assert changed["stage2"]["lr"] == "5e-05"
     validate(changed, "stage2")
+
+
+def test_sanity_global_batch_must_divide(params):
+    changed = with_change(params, "sanity.global_batch", 6)
+    changed["train"]["per_device_batch"] = 4
+    with pytest.raises(JinmeiError, match=r"sanity.global_batch=6: not divisible by train.per_device_batch=4 x 1"):
+        validate(changed, "sanity")
+    validate(with_change(changed, "sanity.global_batch", 2), "sanity")  # per-device batch = min(4, 2)
+    validate(with_change(changed, "sanity.global_batch", None), "sanity")
 
 
 @pytest.mark.parametrize("global_batch,per_device,processes,fits", [
@@ -563,16 +573,31 @@ def test_two_clean_runs_give_identical_splits_and_metrics(offline_run):
     assert differences(offline_run["repo"], offline_run["baseline"]) == []
 
 
+def _model_files(repo: Path, suffixes: tuple[str, ...] | None) -> list[str]:
+    return sorted(str(p.relative_to(repo)) for p in repo.glob("models/**/*") if p.is_file()
+                  and "checkpoints" not in p.parts and (suffixes is None or p.suffix in suffixes))
+
+
 @pytest.mark.slow
-def test_two_clean_runs_give_identical_models(offline_run):
+def test_two_clean_runs_give_identical_weights(offline_run):
     """Not only the metrics: adapters, merged weights and the GGUF are the same bytes."""
     assert offline_run["code"] == 0
     repo, baseline = offline_run["repo"], offline_run["baseline"]
-    files = sorted(str(p.relative_to(baseline)) for p in baseline.glob("models/**/*")
-                   if p.suffix in (".safetensors", ".gguf") and p.is_file())
-    assert files
-    differ = [rel for rel in files if (repo / rel).read_bytes() != (baseline / rel).read_bytes()]
-    assert differ == []
+    files = _model_files(baseline, (".safetensors", ".gguf"))
+    assert len(files) >= 6, files
+    assert [rel for rel in files if (repo / rel).read_bytes() != (baseline / rel).read_bytes()] == []
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="stages/train.py: peft writes adapter_config.json target_modules in set order "
+                   "(changes with PYTHONHASHSEED), so models/sanity|stage1|stage2 differ by bytes between identical "
+                   "runs and DVC reruns merge for nothing; fix: sort target_modules in the saved adapter_config.json "
+                   "(RELIABILITY.md)")
+def test_two_clean_runs_give_byte_identical_model_folders(offline_run):
+    assert offline_run["code"] == 0
+    repo, baseline = offline_run["repo"], offline_run["baseline"]
+    files = _model_files(baseline, None)
+    assert [rel for rel in files if (repo / rel).read_bytes() != (baseline / rel).read_bytes()] == []
 
 
 # ================================================================ 5. offline, remote code, safe weights (static)
@@ -667,7 +692,7 @@ def test_quantize_refuses_before_writing_when_the_disk_is_full(tiny_base, tmp_pa
 
     monkeypatch.setattr(quantize.shutil, "disk_usage", fake_disk(1_000_000))
     out = tmp_path / "gguf"
-    with pytest.raises(JinmeiError, match=r"GB free, the export needs up to .* GB; free some disk space"):
+    with pytest.raises(JinmeiError, match=r" free, the export needs up to .*; free some disk space"):
         quantize.export(tiny_base, out, "Q4_K_M", "jinmei", params["prompt"]["system"])
     assert not out.exists()
 
