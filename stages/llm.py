@@ -106,6 +106,14 @@ def naive_complete(llm, system: str, article: str, max_new_tokens: int, grammar=
                       truncated=choice["finish_reason"] == "length", seconds=time.perf_counter() - start)
 
 
+def same_answer(reference: Completion, fast: Completion, max_new_tokens: int) -> bool:
+    """Identical greedy answers. create_completion goes past max_tokens while its text ends inside a UTF-8
+    character, so a truncated reference may be longer: then the other answer must be its prefix."""
+    if not reference.truncated:
+        return not fast.truncated and fast.text == reference.text
+    return fast.truncated and fast.generated_tokens == max_new_tokens and reference.text.startswith(fast.text)
+
+
 @dataclass
 class _Slot:
     index: int
@@ -328,7 +336,7 @@ def complete_all(gguf: Path | str, system: str, articles: Sequence[str], *, n_ct
                   grammar_fields=list(grammar_fields) if grammar_fields else None)
     if workers == 1:
         return Engine(**kwargs).complete(system, articles, progress)
-    chunk = max(1, batch_size) * 4
+    chunk = max(1, min(max(1, batch_size) * 4, -(-len(articles) // (2 * workers))))   # every worker gets work
     tasks = [(system, list(range(s, min(s + chunk, len(articles)))), list(articles[s: s + chunk]))
              for s in range(0, len(articles), chunk)]
     results: dict[int, Completion] = {}
@@ -347,4 +355,4 @@ def cpu_count() -> int:
 
 
 __all__ = ["Completion", "Engine", "answer_grammar", "answer_schema", "bundled_gguf", "complete_all",
-           "gguf_path", "load_llama", "naive_complete", "render_prompt"]
+           "gguf_path", "load_llama", "naive_complete", "render_prompt", "same_answer"]

@@ -11,6 +11,7 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from stages.common import JinmeiError
 from stages.llm import (Engine, answer_grammar, answer_grammar_text, bundled_gguf, complete_all, load_llama,
                         naive_complete, render_prompt)
+from stages.llm import same_answer as llm_same_answer
 from stages.metrics import judge
 from stages.prompt import messages
 
@@ -48,11 +49,7 @@ def naive(gguf):
 
 
 def same_answer(reference, fast, max_new=MAX_NEW):
-    """Identical greedy answers. create_completion goes past max_tokens while the text ends inside a UTF-8
-    character, so a truncated reference may be longer: then the engine's answer must be its prefix."""
-    if not reference.truncated:
-        return not fast.truncated and fast.text == reference.text
-    return fast.truncated and fast.generated_tokens == max_new and reference.text.startswith(fast.text)
+    return llm_same_answer(reference, fast, max_new)
 
 
 def test_prompt_is_the_gguf_chat_template(gguf):
