@@ -22,6 +22,7 @@ from stages import advice as advice_mod
 from stages import llm
 
 SPLITS = ("dev_all", "dev_positive")
+COMPARE_KEYS = ("recall", "person_f1", "schema_valid_rate", "truncated")
 console = Console()
 
 
@@ -91,7 +92,7 @@ def compare_models(base: Path, stage1: Path, merged: Path, system: str, rows: li
     def scored(answers):
         records = [{"gold": r["output"], "text": text, "truncated": hit} for r, (text, hit) in zip(rows, answers)]
         _, m = score(records, fields)
-        return {k: m[k] for k in ("recall", "person_f1", "schema_valid_rate", "truncated")}
+        return {k: m[k] for k in COMPARE_KEYS}
 
     for name, load in (
         ("stage1", lambda: PeftModel.from_pretrained(
@@ -105,9 +106,8 @@ def compare_models(base: Path, stage1: Path, merged: Path, system: str, rows: li
             model = model.to("cuda")
         out[name] = scored(greedy_answers(model, tokenizer, system, texts, max_new_tokens))
         del model
-    out["gguf"] = {k: v for k, v in score(
-        [{"gold": r["gold"], "text": r["raw"], "truncated": r["truncated"]} for r in gguf_rows], fields
-    )[1].items() if k in ("recall", "person_f1", "schema_valid_rate", "truncated")}
+    _, m = score([{"gold": r["gold"], "text": r["raw"], "truncated": r["truncated"]} for r in gguf_rows], fields)
+    out["gguf"] = {k: m[k] for k in COMPARE_KEYS}
     return out
 
 
