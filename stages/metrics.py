@@ -25,7 +25,10 @@ def normalize(value: Any) -> str:
 
 def judge(text: str, truncated: bool, fields: Sequence[str]) -> tuple[Any, str]:
     """(parsed value, verdict). A truncated answer is a failure even if its prefix happens to parse."""
-    value, verdict = parse_answer(text, list(fields))
+    try:
+        value, verdict = parse_answer(text, list(fields))
+    except RecursionError:              # "[[[[..." nested deeper than Python's JSON parser goes
+        value, verdict = None, "not_json"
     if truncated:
         return value, "truncated"
     return value, verdict

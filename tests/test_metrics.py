@@ -121,3 +121,12 @@ def test_field_names_come_from_the_schema():
     gold = {"persons": [{"who": "A", "what": "x"}]}
     rows, m = score([rec(gold, '{"persons":[{"who":"A","what":"y"}]}')], fields)
     assert m["person_f1"] == 1.0 and m["field_recall"] == {"what": 0.0}
+
+
+def test_no_model_output_crashes_the_scoring():
+    texts = ["[" * 5000, "", "null", "[]", '{"persons": null}', '{"persons": [1, "a", null]}', "NaN",
+             '{"persons":[{"name":{"x":1},"act":[],"address":1,"signature":true}]}', "\ud800", '{"persons":[]} extra']
+    rows, m = score([rec(YAMADA, t) for t in texts] + [rec(EMPTY, t) for t in texts], FIELDS)
+    assert all(r["verdict"] in ("not_json", "bad_schema") for r in rows)
+    assert m["false_positive_rate"] == 1.0 and m["recall"] == 0.0
+    json.dumps([r["value"] for r in rows])       # predictions stay writable
