@@ -113,3 +113,43 @@ def test_batched_decode_runs_and_is_deterministic(gguf):
     assert all(c.generated_tokens <= MAX_NEW and (c.truncated == (c.generated_tokens == MAX_NEW) or not c.truncated)
                for c in first)
     assert json.dumps([c.text for c in first], ensure_ascii=False)
+
+
+@pytest.fixture
+def predict_params(tmp_path, monkeypatch):
+    import yaml
+
+    import stages.common
+
+    params = {"schema": {"fields": FIELDS}, "prompt": {"system": SYSTEM}, "quantize": {"name": "x", "type": "Q4_K_M"},
+              "eval": {"max_new_tokens": 80, "grammar": False, "n_ctx": 1024, "n_threads": 2}}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
+    monkeypatch.setattr(stages.common, "PARAMS_FILE", path)
+    return path
+
+
+def test_predict_prints_the_json_answer(gguf, predict_params, tmp_path, capsys):
+    from stages import predict
+
+    article = tmp_path / "article.txt"
+    article.write_text("雨。\n", encoding="utf-8")
+    predict.main([str(article), "--gguf", str(gguf), "--grammar"])
+    value = json.loads(capsys.readouterr().out)
+    assert judge(json.dumps(value, ensure_ascii=False, separators=(",", ":")), False, FIELDS)[1] == "ok"
+
+
+def test_predict_refuses_an_unfinished_answer(gguf, predict_params, monkeypatch, capsys):
+    import io
+
+    from stages import predict
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("気象庁によると大雨。"))
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main(["--gguf", str(gguf), "--max-new-tokens", "6"])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "truncated" in captured.err
+    monkeypatch.setattr("sys.stdin", io.StringIO("  \n"))
+    with pytest.raises(JinmeiError, match="empty article"):
+        predict.main(["--gguf", str(gguf)])
