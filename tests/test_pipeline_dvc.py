@@ -53,6 +53,8 @@ def workflow(tmp_path_factory):
     record["metrics_diff"] = json.loads(dvc(repo, "metrics", "diff", "--json"))
     record["exp_show"] = json.loads(dvc(repo, "exp", "show", "--json"))
     record["plots"] = json.loads(dvc(repo, "plots", "show", "--json") or "{}")
+    print(f"\nworkflow: repro again {record['seconds']['repro_again']} s; "
+          + "; ".join(f"exp run -S {o} {e['seconds']} s" for o, e in record["exps"].items()))
     return record
 
 

@@ -361,7 +361,7 @@ def test_sigkill_at_random_points_then_repro_gives_the_same_results(tmp_path_fac
         log.append(f"killed in {stage} after {delay} s" if alive else f"{stage} ended before the kill")
     final = Run(repo, ("repro",))
     assert final.wait() == 0, final.output[-4000:]
-    print(f"\nkill plan {plan}: {log}; rerun ran {ran(final.output)}")
+    print(f"\nkill plan {plan}: {log}; rerun ran {ran(final.output)} in {final.lines[-1][0]:.0f} s")
     print(f"temporary leftovers after the kills: {temp_leftovers(repo)}")
     assert "Data and pipelines are up to date." in dvc(repo, "status")
     check_outputs_intact(repo)
