@@ -102,6 +102,7 @@ BAD_VALUES = [
     ("eval.grammar", "on", "eval", "eval.grammar='on': must be true or false"),
     ("schema.fields", [], "demo", "schema.fields=[]: must be a non-empty list of names"),
     ("schema.fields", ["name", "act", "name"], "split", "schema.fields=['name', 'act', 'name']: lists a name twice"),
+    ("base.tiny", 64, "base", "base.tiny=64: must be a mapping"),
     ("lora.target_modules", "q_proj", "stage1", "lora.target_modules='q_proj': must be a non-empty list of names"),
     ("prompt.system", "  ", "quantize", "prompt.system='  ': must be a non-empty string"),
     ("seed", "abc", "demo", "params.yaml seed='abc': must be an integer"),
@@ -191,6 +192,25 @@ def test_missing_key_and_missing_section(params):
     without_eval = {k: v for k, v in params.items() if k != "eval"}
     with pytest.raises(JinmeiError, match=r"params.yaml: section 'eval' is missing"):
         validate(without_eval, "quantize")
+
+
+def test_malformed_file_shapes(params):
+    with pytest.raises(JinmeiError, match=r"params.yaml: must be a mapping of sections"):
+        validate(["seed", 1], "demo")
+    with pytest.raises(JinmeiError, match=r"params.yaml stage2=0.0005: must be a section \(a mapping of keys\)"):
+        validate({**params, "stage2": 0.0005}, "demo")
+    with pytest.raises(ValueError, match="unknown stage 'train'"):
+        validate(params, "train")
+
+
+def test_quantize_without_llama_cpp(params, monkeypatch):
+    """Training machines may lack llama-cpp-python: only the quantize stage itself insists on it."""
+    import stages.validate as v
+
+    monkeypatch.setattr(v, "quant_type_names", lambda: None)
+    validate(params, "stage1")
+    with pytest.raises(JinmeiError, match=r"quantize: llama-cpp-python is not installed"):
+        validate(params, "quantize")
 
 
 def test_optional_keys_may_be_absent(params):
