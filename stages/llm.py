@@ -24,6 +24,7 @@ from stages.common import JinmeiError
 from stages.prompt import messages
 
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+REUSE_ALIGN = 4   # cached-prefix lengths are multiples of this (see Engine._align_cache)
 
 
 @dataclass
@@ -133,7 +134,7 @@ class Engine:
     """
 
     def __init__(self, gguf: Path | str, *, n_ctx: int, n_threads: int, max_new_tokens: int,
-                 batch_size: int = 8, grammar_fields: Sequence[str] | None = None):
+                 batch_size: int = 1, grammar_fields: Sequence[str] | None = None):
         import llama_cpp
 
         self.lib = llama_cpp
@@ -181,6 +182,7 @@ class Engine:
     def _run_sequential(self, prompts: list[list[int]]):
         for i, prompt in enumerate(prompts):
             start = time.perf_counter()
+            self._align_cache(prompt)
             out: list[int] = []
             truncated = True
             for token in self.llm.generate(prompt, temp=0.0, repeat_penalty=1.0, grammar=self.grammar):
@@ -191,6 +193,24 @@ class Engine:
                 if len(out) >= self.max_new_tokens:
                     break
             yield i, self._finish(len(prompt), out, truncated, start)
+
+    def _align_cache(self, prompt: list[int]) -> None:
+        """Keep only a multiple of REUSE_ALIGN cached tokens before `Llama.generate` reuses them.
+
+        llama.cpp's repacked CPU kernels (Q4_K, Q4_0, IQ4_NL, ...) multiply a batch's rows in groups of 4
+        and its last `len % 4` rows one by one, with different rounding. A cached prefix whose length is a
+        multiple of 4 keeps every remaining prompt row in the same kind of group as in a full-prompt
+        decode, so the logits, and the greedy answer, are bitwise the naive loop's.
+        """
+        cached = self.llm._input_ids.tolist()
+        same = 0
+        for a, b in zip(cached, prompt):
+            if a != b:
+                break
+            same += 1
+        keep = min(same, len(prompt) - 1) // REUSE_ALIGN * REUSE_ALIGN
+        if keep < self.llm.n_tokens:
+            self.llm.n_tokens = keep   # Llama.generate then reuses exactly `keep` tokens
 
     # -- multi-sequence batching through the low-level llama_batch API --
 

@@ -43,6 +43,29 @@ def gguf():
 
 
 @pytest.fixture(scope="module")
+def gguf_q4km(gguf, tmp_path_factory):
+    """The bundled model requantized to Q4_K_M, the quantize stage's type: its tensors use llama.cpp's
+    repacked CPU kernels, whose rounding depends on how a batch's rows group (see Engine._align_cache)."""
+    import ctypes
+
+    import llama_cpp
+
+    out = tmp_path_factory.mktemp("q4km") / "q4km.gguf"
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
+    params.allow_requantize = True
+    assert llama_cpp.llama_model_quantize(str(gguf).encode(), str(out).encode(), ctypes.byref(params)) == 0
+    return out
+
+
+def test_engine_equals_naive_loop_on_q4_k_m(gguf_q4km):
+    llm = load_llama(gguf_q4km, n_ctx=1024, n_threads=2)
+    reference = [naive_complete(llm, SYSTEM, a, MAX_NEW) for a in ARTICLES]
+    fast = Engine(gguf_q4km, n_ctx=1024, n_threads=2, max_new_tokens=MAX_NEW, batch_size=1).complete(SYSTEM, ARTICLES)
+    assert [(r.text, f.text) for r, f in zip(reference, fast) if not same_answer(r, f)] == []
+
+
+@pytest.fixture(scope="module")
 def naive(gguf):
     llm = load_llama(gguf, n_ctx=1024, n_threads=2)
     return {system: [naive_complete(llm, system, a, n) for a in texts] for system, (texts, n) in CASES.items()}
