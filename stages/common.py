@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import random
 import shutil
+import struct
 import sys
 import tempfile
 from pathlib import Path
@@ -70,7 +72,10 @@ def atomic_path(final: Path | str) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent)) / final.name
+    prefix = f".{final.name}.tmp-"
+    for stale in final.parent.glob(f"{glob.escape(prefix)}*"):  # left by a writer that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent)) / final.name
     try:
         yield tmp
         if final.is_dir() and not final.is_symlink():
@@ -80,6 +85,41 @@ def atomic_path(final: Path | str) -> Iterator[Path]:
         os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+def safetensors_shapes(model_dir: Path) -> dict[str, list[int]]:
+    """Tensor shapes from the safetensors headers, without loading any weight."""
+    shapes = {}
+    for file in sorted(Path(model_dir).glob("*.safetensors")):
+        try:
+            with open(file, "rb") as f:
+                (header_len,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(header_len))
+        except (struct.error, json.JSONDecodeError, UnicodeDecodeError, MemoryError, OverflowError) as e:
+            raise JinmeiError(f"{file}: not a readable safetensors file ({e}); rerun the stage that wrote it") from e
+        shapes.update({name: info["shape"] for name, info in header.items() if name != "__metadata__"})
+    return shapes
+
+
+def numel(shape: list[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def human_bytes(n_bytes: float) -> str:
+    return f"{n_bytes / 1e9:.1f} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:.0f} MB"
+
+
+def require_free_disk(folder: Path, need: int, what: str) -> None:
+    """Fail before writing a large output, with the amount needed, rather than half-way through."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise JinmeiError(f"{folder}: {human_bytes(free)} free, {what} needs up to {human_bytes(need)}; "
+                          "free some disk space")
 
 
 def write_json(path: Path | str, obj: Any) -> None:

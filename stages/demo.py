@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.common import JinmeiError, load_params, run_main, section, write_jsonl
+from stages.validate import validate
 
 DEMO_FIELDS = ("name", "act", "address", "signature")
 
@@ -705,13 +706,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("data/demo/corpus.jsonl"))
     args = parser.parse_args(argv)
     params = load_params()
+    validate(params, "demo")
     demo = section(params, "demo")
     fields = list(section(params, "schema").get("fields") or [])
     if not fields or fields[0] != "name" or not set(fields) <= set(DEMO_FIELDS):
         raise JinmeiError(f"schema.fields={fields}: the demo corpus labels only {list(DEMO_FIELDS)} with 'name' "
                           "first; use those fields or point corpus.path at your own corpus")
     n_articles, share = int(demo["n_articles"]), float(demo["positive_share"])
-    min_chars, max_chars = int(demo.get("min_chars", 60)), int(demo.get("max_chars", 160))
+    min_chars, max_chars = int(demo["min_chars"]), int(demo["max_chars"])
     if n_articles < 1 or not 0.0 <= share <= 1.0:
         raise JinmeiError(f"demo.n_articles={n_articles} must be >= 1 and demo.positive_share={share} in [0, 1]")
     if not 40 <= min_chars <= max_chars:

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from stages.common import JinmeiError, atomic_path, load_params, run_main, section, set_offline_env, write_json
+from stages.validate import validate
 from stages.metrics import confusion_rows, score
 from stages import advice as advice_mod
 from stages import llm
@@ -168,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     set_offline_env()
     params = load_params()
+    validate(params, "eval")
     ev = section(params, "eval")
     fields = list(section(params, "schema")["fields"])
     system = section(params, "prompt")["system"]

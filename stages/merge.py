@@ -10,7 +10,9 @@ import json
 import time
 from pathlib import Path
 
-from stages.common import JinmeiError, atomic_path, load_params, run_main, section, set_offline_env
+from stages.common import (JinmeiError, atomic_path, load_params, numel, require_free_disk, run_main, safetensors_shapes,
+                           section, set_offline_env)
+from stages.validate import validate
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -42,7 +44,7 @@ def check_adapter_dir(path: Path) -> dict:
         raise JinmeiError(f"{config_path}: not valid JSON ({e}); rerun the training stage") from e
     if config.get("peft_type") != "LORA":
         raise JinmeiError(f"{config_path}: peft_type is {config.get('peft_type')!r}; only LoRA adapters are merged")
-    if not (path / "adapter_model.safetensors").is_file() and not (path / "adapter_model.bin").is_file():
+    if not (path / "adapter_model.safetensors").is_file():  # never an adapter_model.bin: no unpickling of weights
         raise JinmeiError(f"{path}: no adapter_model.safetensors; rerun the training stage")
     return config
 
@@ -86,6 +88,8 @@ def merge(base_dir: Path, adapter_dir: Path, out_dir: Path, dtype_name: str = "a
     check_model_dir(base_dir, "base model")
     check_adapter_dir(adapter_dir)
     save_dtype = resolve_dtype(dtype_name, base_dir)
+    merged_bytes = sum(numel(shape) for shape in safetensors_shapes(base_dir).values()) * save_dtype.itemsize
+    require_free_disk(out_dir.parent, merged_bytes, "the merged model")
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     if not tokenizer.chat_template:
         raise JinmeiError(f"{base_dir}: tokenizer has no chat template; rerun the base stage")
@@ -93,7 +97,7 @@ def merge(base_dir: Path, adapter_dir: Path, out_dir: Path, dtype_name: str = "a
     on_gpu = torch.cuda.is_available()
     # CPU: add the LoRA delta in float32, so a bf16 base does not round it away before saving.
     work_dtype = save_dtype if on_gpu else torch.float32
-    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=work_dtype,
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=work_dtype, use_safetensors=True,
                                                 device_map={"": 0} if on_gpu else None)
     try:
         peft_config = PeftConfig.from_pretrained(adapter_dir)
@@ -129,7 +133,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("models/merged"))
     args = parser.parse_args(argv)
     set_offline_env()
-    params = section(load_params(), "merge")
+    all_params = load_params()
+    validate(all_params, "merge")
+    params = section(all_params, "merge")
     start = time.perf_counter()
     done = merge(args.base, args.adapter, args.out, str(params.get("dtype", "auto")))
     print(f"merge: {args.adapter} + {args.base} -> {args.out} ({done['lora_tensors']} LoRA tensors, "

@@ -31,7 +31,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.file is not None:
         if not args.file.exists():
             raise JinmeiError(f"{args.file}: not found")
-        article = args.file.read_text(encoding="utf-8")
+        try:
+            article = args.file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise JinmeiError(f"{args.file}: not UTF-8 text ({e}); convert it, e.g. `iconv -f SHIFT_JIS -t UTF-8`") from e
     else:
         article = sys.stdin.read()
     article = article.strip()
@@ -51,5 +54,10 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps(value, ensure_ascii=False))
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `jinmei-predict` console script (pyproject.toml [project.scripts])."""
     run_main(main)
+
+
+if __name__ == "__main__":
+    cli()

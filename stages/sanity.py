@@ -12,6 +12,7 @@ from pathlib import Path
 from stages.common import JinmeiError, load_params, read_jsonl, run_main, seed_everything, set_offline_env, \
     write_json
 from stages.prompt import answer_text, parse_answer
+from stages.validate import validate
 
 DIAGNOSIS = """sanity gate FAILED: {why}
 The recipe's usual suspects, in order:
@@ -33,6 +34,7 @@ def main(argv=None):
 
     set_offline_env()
     params = load_params()
+    validate(params, "sanity", base_dir=args.base)
     sp = params["sanity"]
     seed_everything(int(params["seed"]))
     from stages.train import TrainJob, greedy_answers, train

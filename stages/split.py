@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.common import JinmeiError, atomic_path, load_params, run_main, section, write_json, write_jsonl
+from stages.validate import validate
 from stages.contract import load_corpus
 
 FILES = ("dev_all", "dev_positive", "sanity", "train_positive", "train_empty")
@@ -140,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", type=Path, default=Path("metrics/split.json"))
     args = parser.parse_args(argv)
     params = load_params()
+    validate(params, "split")
     fields = section(params, "schema").get("fields")
     seed = params.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int):

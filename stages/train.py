@@ -362,6 +362,14 @@ def _prepare_checkpoints(job: TrainJob) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[1])) if done else None
 
 
+def _sort_target_modules(config_file: Path) -> None:
+    """peft saves target_modules in set order (it changes with PYTHONHASHSEED): sorted, equal runs give equal bytes."""
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def train(job: TrainJob, out_dir: Path) -> dict[str, Any]:
     """Train one LoRA run and save the adapter atomically to out_dir; returns its metrics."""
     import torch
@@ -401,8 +409,9 @@ def train(job: TrainJob, out_dir: Path) -> dict[str, Any]:
     from trl import SFTConfig, SFTTrainer
 
     on_gpu = torch.cuda.is_available()
+    scratch_dir = out_dir.parent / f".{out_dir.name}-scratch"  # Trainer wants an output_dir even when it saves nothing
     config = SFTConfig(
-        output_dir=str(job.checkpoint_dir or out_dir.parent / f".{out_dir.name}-scratch"),
+        output_dir=str(job.checkpoint_dir or scratch_dir),
         per_device_train_batch_size=per_device,
         gradient_accumulation_steps=accum,
         max_steps=steps,
@@ -440,7 +449,9 @@ def train(job: TrainJob, out_dir: Path) -> dict[str, Any]:
     started = time.time()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.time() - started
-    losses = [loss for _, loss in callback.losses]
+    # from the trainer's own history: after a resume it holds the steps before the kill too
+    history = [(int(e["step"]), float(e["loss"])) for e in trainer.state.log_history if "loss" in e]
+    losses = [loss for _, loss in history]
     tokens = int(trainer.state.num_input_tokens_seen)
     metrics = {
         "backend": backend,
@@ -462,11 +473,13 @@ def train(job: TrainJob, out_dir: Path) -> dict[str, Any]:
     if is_main_process():
         with atomic_path(out_dir) as tmp:
             trainer.model.save_pretrained(str(tmp), safe_serialization=True)
+            _sort_target_modules(tmp / "adapter_config.json")
+        shutil.rmtree(scratch_dir, ignore_errors=True)
         if job.checkpoint_dir is not None:  # finished: keep only the fingerprint, so DVC sees a stable output
             for ck in job.checkpoint_dir.glob("checkpoint-*"):
                 shutil.rmtree(ck, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
-    return {"metrics": metrics, "model": trainer.model, "tokenizer": tokenizer, "losses": callback.losses}
+    return {"metrics": metrics, "model": trainer.model, "tokenizer": tokenizer, "losses": history}
 
 
 def greedy_answers(model, tokenizer, system: str, texts: list[str], max_new_tokens: int, batch: int = 8):
@@ -501,6 +514,7 @@ def mixture_stage(stage: str, argv, continues: bool, module: str) -> None:
     import argparse
 
     from stages.common import load_params, seed_everything, set_offline_env
+    from stages.validate import validate
 
     ap = argparse.ArgumentParser(description=f"{stage}: LoRA training on a mixture of the training pools")
     ap.add_argument("--base", type=Path, required=True)
@@ -517,6 +531,7 @@ def mixture_stage(stage: str, argv, continues: bool, module: str) -> None:
 
     set_offline_env()
     params = load_params()
+    validate(params, stage, base_dir=args.base)
     sp = params[stage]
     if not continues and not (args.gate.exists() and json.loads(args.gate.read_text()).get("passed")):
         raise JinmeiError(f"{args.gate}: the sanity gate has not passed; run `dvc repro sanity` and fix it first")

@@ -359,7 +359,10 @@ def validate(params: dict[str, Any], stage: str, base_dir: Path | str | None = N
         raise ValueError(f"validate: unknown stage {stage!r}")
     check_keys(params)
     later = STAGES[STAGES.index(stage):]
-    sections = {name for s in later for name in READS[s]}
+    # this stage's sections must be there; a later stage's are checked now if present, and required there.
+    # corpus.path is read by dvc.yaml, which fails first without it.
+    own = set(READS[stage]) - {"corpus"}
+    sections = own | {name for s in later for name in READS[s] if name in params}
     for name in SCHEMA:
         if name in sections:
             check_section(params, name)

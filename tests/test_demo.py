@@ -75,7 +75,7 @@ def test_lengths_do_not_give_the_label_away():
 
 
 def test_cli_writes_a_valid_corpus(tmp_path, monkeypatch):
-    params = {"seed": 5, "demo": {"n_articles": 300, "positive_share": 0.1},
+    params = {"seed": 5, "demo": {"n_articles": 300, "positive_share": 0.1, "min_chars": 60, "max_chars": 160},
               "schema": {"fields": ["name", "act", "address", "signature"]}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.setattr(common, "PARAMS_FILE", tmp_path / "params.yaml")
@@ -90,7 +90,7 @@ def test_cli_writes_a_valid_corpus(tmp_path, monkeypatch):
 
 
 def test_cli_subset_of_fields_and_refusal(tmp_path, monkeypatch):
-    params = {"seed": 5, "demo": {"n_articles": 50, "positive_share": 0.5}, "schema": {"fields": ["name", "act"]}}
+    params = {"seed": 5, "demo": {"n_articles": 50, "positive_share": 0.5, "min_chars": 60, "max_chars": 160}, "schema": {"fields": ["name", "act"]}}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     monkeypatch.setattr(common, "PARAMS_FILE", path)

@@ -123,8 +123,6 @@ def test_exp_show_lists_every_experiment_with_params_and_metrics(workflow):
                                    (1e-4, 5e-5, 0.5, False), (1e-4, 5e-5, 0.5, True)])
 
 
-@pytest.mark.xfail(strict=True, reason="dvc.yaml declares no plots: `dvc plots show` is empty. Fix (lead, dvc.yaml): "
-                   "a top-level `plots:` section, see RELIABILITY.md 'dvc plots'")
 def test_plots_show_the_training_curves_and_eval_plots(workflow):
     plots = workflow["plots"].get("data", {})
     names = set(plots)

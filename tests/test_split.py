@@ -123,7 +123,7 @@ def test_near_duplicates_are_dropped(workdir):
     ({"dev_all_size": 1000}, "lower split.dev_all_size"),
     ({"dev_all_positive_share": 0.9, "dev_all_size": 400}, "lower split.dev_all_size or split.dev_all_positive_share"),
     ({"sanity_size": 200}, "split.sanity_size=200"),
-    ({"dev_all_size": -1}, "split.dev_all_size=-1: must be an integer >= 0"),
+    ({"dev_all_size": -1}, "split.dev_all_size=-1: must be a positive integer"),
     ({"dev_all_positive_share": 1.5}, "split.dev_all_positive_share=1.5"),
 ])
 def test_too_few_records_names_the_key(workdir, changes, words):
