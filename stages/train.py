@@ -86,7 +86,10 @@ def encode_rows(rows, tokenizer, system: str, fields: list[str], max_len: int, t
         report.examples += 1
         report.tokens += len(input_ids)
         report.supervised_tokens += sum(1 for x in labels if x != IGNORE)
-        examples.append({"input_ids": input_ids, "labels": labels})
+        # length = the prompt's tokens only: grouping batches by a length that includes the answer sorts
+        # positives (long answers) apart from empties (short ones), and training on one-class batches
+        # ends "always positive" or "always empty" (docs/corpus.md "Length grouping")
+        examples.append({"input_ids": input_ids, "labels": labels, "length": labels.count(IGNORE)})
     if not examples:
         raise JinmeiError(
             f"no training example fits base.max_seq_length={max_len}; raise base.max_seq_length "
@@ -434,6 +437,8 @@ def train(job: TrainJob, out_dir: Path) -> dict[str, Any]:
         packing=False,
         padding_free=False,
         train_sampling_strategy="group_by_length" if tp.get("group_by_length", True) else "random",
+        length_column_name="length",
+        remove_unused_columns=False,  # keeps "length" for the sampler; the collator reads only ids and labels
         loss_type=tp.get("loss_type", "nll") if backend == "hf" else "nll",  # Unsloth fuses its own loss
         dataloader_num_workers=0,
         include_num_input_tokens_seen="non_padding",
@@ -475,9 +480,8 @@ def train(job: TrainJob, out_dir: Path) -> dict[str, Any]:
             trainer.model.save_pretrained(str(tmp), safe_serialization=True)
             _sort_target_modules(tmp / "adapter_config.json")
         shutil.rmtree(scratch_dir, ignore_errors=True)
-        if job.checkpoint_dir is not None:  # finished: keep only the fingerprint, so DVC sees a stable output
-            for ck in job.checkpoint_dir.glob("checkpoint-*"):
-                shutil.rmtree(ck, ignore_errors=True)
+        if job.checkpoint_dir is not None:  # finished: checkpoints only ever serve a resume of this same run
+            shutil.rmtree(job.checkpoint_dir, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     return {"metrics": metrics, "model": trainer.model, "tokenizer": tokenizer, "losses": history}
 

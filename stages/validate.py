@@ -173,7 +173,7 @@ SCHEMA: dict[str, Any] = {
     "eval": {"max_new_tokens": positive_int, "grammar": boolean, "n_ctx": positive_int, "n_threads": positive_int,
              "workers": positive_int, "compare_subset": nonnegative_int, "recall_drop_margin": ratio,
              "quant_drop_margin": ratio, "max_false_positive_rate": ratio, "min_parse_rate": ratio,
-             "batch_size": positive_int},
+             "batch_size": positive_int, "n_batch": positive_int},
 }
 
 

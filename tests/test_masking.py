@@ -63,3 +63,34 @@ def test_too_long_article_is_cut_or_skipped_never_the_answer(tokenizer, params):
     assert len(cut["input_ids"]) <= limit
     answer_ids = [x for x in cut["labels"] if x != IGNORE]
     assert tokenizer.decode(answer_ids).startswith(answer_text(long_row["output"], fields))
+
+
+def test_length_grouping_sees_the_prompt_not_the_answer(tiny_base, params, tmp_path, monkeypatch):
+    """The same article as a positive and as an empty gets one grouping length: batches are never sorted by
+    class (an answer-inclusive length put positives and empties in separate batches, and stage1 learned
+    "always positive")."""
+    import copy
+
+    from transformers import trainer_pt_utils
+
+    from stages import train as train_mod
+
+    seen = {}
+    real_init = trainer_pt_utils.LengthGroupedSampler.__init__
+
+    def spy(self, batch_size, dataset=None, lengths=None, **kw):
+        seen["lengths"] = lengths
+        real_init(self, batch_size, dataset=dataset, lengths=lengths, **kw)
+
+    monkeypatch.setattr(trainer_pt_utils.LengthGroupedSampler, "__init__", spy)
+    positive = ROWS[0]
+    empty = {"id": "e2", "text": positive["text"], "output": {"persons": []}}
+    p = copy.deepcopy(params)
+    p["train"].update(group_by_length=True, global_batch=2, per_device_batch=2)
+    job = train_mod.TrainJob(label="t", base_dir=tiny_base, rows=[positive, empty, ROWS[1]], params=p, lr=1e-3,
+                             epochs=None, steps=1, lora_dropout=None, init_adapter=None, checkpoint_dir=None,
+                             live_dir=None)
+    train_mod.train(job, tmp_path / "adapter")
+    lengths = list(seen["lengths"])
+    assert lengths[0] == lengths[1] != lengths[2], lengths
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()

@@ -131,3 +131,16 @@ def test_plots_show_the_training_curves_and_eval_plots(workflow):
     for name, entries in plots.items():
         values = [v for entry in entries for v in entry["content"]["data"]["values"]]
         assert values, name
+
+
+def test_a_fresh_clone_with_the_dvc_cache_retrains_nothing(tmp_path_factory):
+    """What a teammate (`git clone` + `dvc pull`) and `dvc exp run --queue` (a temp clone) see: every stage up to
+    date. An output that lives neither in git nor in the DVC cache would show as deleted and rerun training."""
+    built = tiny_repo.session_repo(tmp_path_factory)
+    clone = tmp_path_factory.mktemp("git-clone") / "repo"
+    tiny_repo.sh(built.repo.parent, "git", "clone", "-q", str(built.repo), str(clone))
+    dvc(clone, "cache", "dir", "--local", str(built.repo / ".dvc" / "cache"))
+    dvc(clone, "checkout")
+    status = dvc(clone, "status")
+    assert "Data and pipelines are up to date." in status, status
+    assert ran(dvc(clone, "repro")) == []

@@ -100,6 +100,7 @@ BAD_VALUES = [
     ("quantize.type", "Q4_K_X", "quantize", "quantize.type='Q4_K_X': unknown llama.cpp type; valid: "),
     ("quantize.name", "my model", "quantize", "quantize.name='my model': must be letters, digits"),
     ("eval.grammar", "on", "eval", "eval.grammar='on': must be true or false"),
+    ("eval.n_batch", 0, "eval", "eval.n_batch=0: must be a positive integer"),
     ("schema.fields", [], "demo", "schema.fields=[]: must be a non-empty list of names"),
     ("schema.fields", ["name", "act", "name"], "split", "schema.fields=['name', 'act', 'name']: lists a name twice"),
     ("base.tiny", 64, "base", "base.tiny=64: must be a mapping"),

@@ -23,8 +23,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("demo", "split", "base", "sanity", "stage1", "stage2", "merge", "quantize", "eval")
-# Not copied: other runs' results and the main repository's lock (the tiny repo locks its own runs).
-EXCLUDED = (re.compile(r"^benchmarks/results/"), re.compile(r"^dvc\.lock$"))
+# Not copied: other runs' results, the main repository's lock and metrics (the tiny repo makes its own).
+EXCLUDED = (re.compile(r"^benchmarks/results/"), re.compile(r"^dvc\.lock$"), re.compile(r"^metrics/"))
 
 # Smallest configuration that still runs every stage for real (tiny random llama, 2 optimizer steps).
 TINY_PARAMS: dict[str, Any] = {
