@@ -6,6 +6,7 @@ import glob
 import json
 import os
 import random
+import re
 import shutil
 import struct
 import sys
@@ -18,6 +19,17 @@ import yaml
 PARAMS_FILE = Path(os.environ.get("JINMEI_PARAMS", "params.yaml"))
 
 
+class ParamsLoader(yaml.SafeLoader):
+    """YAML 1.2 numbers: PyYAML (YAML 1.1) reads `5e-05`, which `dvc exp run -S stage2.lr=5e-5` writes, as a
+    string; DVC reads it as a number, and so must every stage."""
+
+
+ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9_]+(?:[eE][-+]?[0-9]+)?)$"),
+    list("-+0123456789."))
+
+
 class JinmeiError(Exception):
     """An error the user can fix; printed as one clear message, never a traceback."""
 
@@ -27,7 +39,7 @@ def load_params(path: Path | str | None = None) -> dict[str, Any]:
     if not path.exists():
         raise JinmeiError(f"{path}: not found; run from the repository root")
     with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f) or {}
+        return yaml.load(f, Loader=ParamsLoader) or {}
 
 
 def section(params: dict[str, Any], name: str) -> dict[str, Any]:

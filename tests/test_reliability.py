@@ -133,11 +133,27 @@ def test_every_schema_key_has_a_bad_value_test():
     assert untested <= covered_elsewhere, sorted(untested - covered_elsewhere)
 
 
-def test_exponent_strings_from_dvc_exp_run_are_numbers(params):
-    """`dvc exp run -S stage2.lr=5e-5` writes `lr: 5e-05`, which PyYAML reads as a string; the stages float() it."""
-    changed = yaml.safe_load(yaml.safe_dump(params).replace("lr: 0.0005", "lr: 5e-05"))
-    assert changed["stage2"]["lr"] == "5e-05"
-    validate(changed, "stage2")
+def test_exponent_strings_from_dvc_exp_run_are_numbers(params, tmp_path):
+    """`dvc exp run -S stage2.lr=5e-5` writes `lr: 5e-05`, a string to plain PyYAML (YAML 1.1): every stage must
+    read a number, or the advice's arithmetic (lr / 2) crashed eval at the end of the user's experiment."""
+    from stages.advice import advise
+    from stages.common import load_params
+
+    text = yaml.safe_dump(params, sort_keys=False)
+    text = re.sub(r"(?m)^(stage2:\n(?:  .*\n)*?  lr: ).*$", r"\g<1>5e-05", text)
+    text += "extra_check: 1e3\n"
+    assert yaml.safe_load(text)["stage2"]["lr"] == "5e-05"  # the trap
+    (tmp_path / "params.yaml").write_text(text, encoding="utf-8")
+    loaded = load_params(tmp_path / "params.yaml")
+    assert loaded["stage2"]["lr"] == 5e-05 and isinstance(loaded["stage2"]["lr"], float)
+    assert loaded["extra_check"] == 1000.0 and loaded["seed"] == params["seed"]  # ints stay ints
+    assert isinstance(loaded["seed"], int) and loaded["schema"]["fields"] == params["schema"]["fields"]
+    del loaded["extra_check"]
+    validate(loaded, "stage2")
+    stage1 = {"recall": 0.9}
+    metrics = {"dev_positive": {"recall": 0.2}, "dev_all": {"false_positive_rate": 0.0, "schema_valid_rate": 1.0},
+               "compare": {"n": 20, "stage1": {"recall": 0.9}, "merged": {"recall": 0.2}, "gguf": {"recall": 0.2}}}
+    assert "stage2.lr=2.5e-05" in advise(metrics, loaded, stage1, None)
 
 
 def test_sanity_global_batch_must_divide(params):
