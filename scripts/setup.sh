@@ -9,7 +9,7 @@ extras="dev"; [ "${1:-}" = "gpu" ] && extras="dev,gpu"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"  # llama-cpp-python compiles llama.cpp
 python -m pip install --upgrade "pip>=24"
 # 0. llama.cpp, compiled here (llama-cpp-python is sdist-only). A portable x86-64 (AVX2) build, not -march=native:
-#    a native build on an AMX CPU (Xeon Sapphire Rapids) dies with SIGILL in ggml's AMX matmul (`tilezero` on an
+#    a native build on an AMX CPU (an Intel Xeon, this machine) dies with SIGILL in ggml's AMX matmul (`tilezero` on an
 #    OpenMP worker thread, measured here), and pip's wheel cache would hand a native build to a different CPU, so
 #    the wheel is never taken from or left in the cache. Set CMAKE_ARGS yourself for CUDA (docs/gpu-eval.md).
 if [ "$(uname -m)" = x86_64 ] && [ -z "${CMAKE_ARGS:-}" ]; then
