@@ -144,3 +144,35 @@ def test_a_fresh_clone_with_the_dvc_cache_retrains_nothing(tmp_path_factory):
     status = dvc(clone, "status")
     assert "Data and pipelines are up to date." in status, status
     assert ran(dvc(clone, "repro")) == []
+
+
+def test_two_processes_keep_the_step_count_and_the_global_batch(tmp_path_factory):
+    """`train.processes: 2` relaunches stage1 under torchrun (gloo on CPU, NCCL on GPUs): the same optimizer steps
+    and examples per step as one process (accumulation halves), and rank 0 alone writes the adapter and metrics."""
+    import copy
+    import subprocess
+    import sys
+
+    from stages.common import load_params
+
+    repo = tiny_repo.session_repo(tmp_path_factory).repo
+    params = load_params(repo / "params.yaml")
+    out = tmp_path_factory.mktemp("processes")
+    seen = {}
+    for n in (1, 2):
+        p = copy.deepcopy(params)
+        p["train"]["processes"] = n
+        (out / f"params-{n}.yaml").write_text(yaml.safe_dump(p, allow_unicode=True), encoding="utf-8")
+        done = subprocess.run(
+            [sys.executable, "-m", "stages.stage1", "--base", "models/base", "--splits", "data/splits",
+             "--gate", "data/gates/sanity.json", "--out", str(out / f"stage1-{n}"), "--checkpoints", str(out / f"ck-{n}"),
+             "--metrics", str(out / f"stage1-{n}.json"), "--live", str(out / f"live-{n}")],
+            cwd=repo, env=tiny_repo.env({"JINMEI_PARAMS": str(out / f"params-{n}.yaml")}),
+            capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert ("launching 2 processes" in done.stdout) == (n == 2), done.stdout[-2000:]
+        assert (out / f"stage1-{n}" / "adapter_model.safetensors").exists()
+        seen[n] = tiny_repo.read_json(out / f"stage1-{n}.json")
+    assert (seen[1]["processes"], seen[2]["processes"]) == (1, 2)
+    for key in ("steps", "global_batch", "examples_seen"):
+        assert seen[2][key] == seen[1][key], (key, seen)
