@@ -52,7 +52,7 @@ def main() -> None:
     ap.add_argument("--shape", default="smollm2-135m", choices=sorted(SHAPES))
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--set", nargs="*", default=[], help="extra overrides, e.g. stage1.size=256")
-    ap.add_argument("--stages", nargs="*", default=STAGES, help="which of them to run (default: all, in order)")
+    ap.add_argument("--stages", nargs="*", default=STAGES, choices=STAGES, help="which of them to run (default: all, in order)")
     ap.add_argument("--reuse-base", action="store_true", help="keep the models/base a previous run built")
     args = ap.parse_args()
 

@@ -22,10 +22,10 @@ def decode_check(gguf_file) -> list[str]:
         print(f"ok  llama.cpp decodes a {run.stdout.strip()}-token prompt")
         return []
     if run.returncode < 0:
+        # scripts/setup.sh holds the portable build flags; it rebuilds llama-cpp-python only when it is absent
         return [f"llama.cpp crashed with signal {-run.returncode} decoding a prompt: it was built for CPU "
-                "instructions this machine cannot run. Rebuild it portable: CMAKE_ARGS=\"-DGGML_NATIVE=OFF -DGGML_AVX=ON "
-                "-DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON\" pip install --force-reinstall "
-                "--no-cache-dir --no-deps llama-cpp-python==<the pyproject.toml pin>"]
+                "instructions this machine cannot run. Rebuild it portable: "
+                "pip uninstall -y llama-cpp-python && bash scripts/setup.sh"]
     return [f"llama.cpp decoding: {run.stderr.strip()[-300:]}"]
 
 

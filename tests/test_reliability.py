@@ -150,10 +150,9 @@ def test_exponent_strings_from_dvc_exp_run_are_numbers(params, tmp_path):
     assert isinstance(loaded["seed"], int) and loaded["schema"]["fields"] == params["schema"]["fields"]
     del loaded["extra_check"]
     validate(loaded, "stage2")
-    stage1 = {"recall": 0.9}
     metrics = {"dev_positive": {"recall": 0.2}, "dev_all": {"false_positive_rate": 0.0, "schema_valid_rate": 1.0},
                "compare": {"n": 20, "stage1": {"recall": 0.9}, "merged": {"recall": 0.2}, "gguf": {"recall": 0.2}}}
-    assert "stage2.lr=2.5e-05" in advise(metrics, loaded, stage1, None)
+    assert "stage2.lr=2.5e-05" in advise(metrics, loaded)
 
 
 def test_sanity_global_batch_must_divide(params):
