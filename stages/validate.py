@@ -42,8 +42,7 @@ Rule = Callable[[Any], "str | None"]
 
 
 def _number(value: Any) -> float | None:
-    """A YAML number, or a numeric string: load_params reads `5e-05` as a number, but params may come from
-    elsewhere (plain yaml.safe_load reads exponents without a dot as strings)."""
+    """A YAML number, or a string like '5e-05' (PyYAML reads exponents without a dot as strings)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
