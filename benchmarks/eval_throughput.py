@@ -25,8 +25,8 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from stages import llm  # noqa: E402
-from stages.common import JinmeiError, load_params, read_jsonl, run_main, write_json  # noqa: E402
-from stages.prompt import messages  # noqa: E402
+from jinmei.errors import JinmeiError, load_params, read_jsonl, run_main, write_json  # noqa: E402
+from jinmei.prompt import messages  # noqa: E402
 
 
 def row(name: str, answers: list[llm.Completion], seconds: float, reference, max_new: int, **extra):

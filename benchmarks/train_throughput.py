@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stages.common import JinmeiError, load_params, run_main, set_offline_env, write_json  # noqa: E402
+from jinmei.errors import JinmeiError, load_params, run_main, set_offline_env, write_json  # noqa: E402
 
 # Real architectures' shapes (Qwen2.5 config.json values); "tiny" is for CPU smoke tests only.
 SHAPES = {

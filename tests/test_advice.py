@@ -3,7 +3,17 @@ import copy
 
 import yaml
 
-from stages.advice import advise, num
+from jinmei import advice
+from jinmei.advice import num
+from jinmei.params import parse, read_yaml
+from tiny_repo import ROOT, deep_merge
+
+COMMITTED = read_yaml(ROOT / "params.yaml")
+
+
+def advise(metrics, params, *rest):
+    """jinmei.advice.advise with these test values over the committed params.yaml, typed as a stage gets them."""
+    return advice.advise(metrics, parse(deep_merge(COMMITTED, params)), *rest)
 
 PARAMS = yaml.safe_load("""
 stage2: {size: 256, positive_ratio: 0.10, epochs: 0.5, lr: 1.0e-4}

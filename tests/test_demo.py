@@ -8,9 +8,10 @@ from collections import Counter
 import pytest
 import yaml
 
-from stages import common, demo
-from stages.common import JinmeiError
-from stages.contract import load_corpus
+from jinmei import demo
+from stages import demo as demo_stage
+from jinmei.errors import JinmeiError
+from jinmei.corpus import load_corpus
 
 ROWS = demo.generate(1000, 0.2, seed=11)
 POSITIVES = [r for r in ROWS if r["output"]["persons"]]
@@ -78,14 +79,14 @@ def test_cli_writes_a_valid_corpus(tmp_path, monkeypatch):
     params = {"seed": 5, "demo": {"n_articles": 300, "positive_share": 0.1, "min_chars": 60, "max_chars": 160},
               "schema": {"fields": ["name", "act", "address", "signature"]}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    monkeypatch.setattr(common, "PARAMS_FILE", tmp_path / "params.yaml")
+    monkeypatch.setenv("JINMEI_PARAMS", str(tmp_path / "params.yaml"))
     out = tmp_path / "data" / "demo" / "corpus.jsonl"
-    demo.main(["--out", str(out)])
+    demo_stage.main(["--out", str(out)])
     first = out.read_bytes()
     records, report = load_corpus(out, params["schema"]["fields"])
     assert report["accepted"] == 300 and report["positives"] == 30
     assert report["names_not_in_text"] == 0 and report["duplicate_texts_dropped"] == 0
-    demo.main(["--out", str(out)])
+    demo_stage.main(["--out", str(out)])
     assert out.read_bytes() == first, "byte-identical for the same seed"
 
 
@@ -93,12 +94,12 @@ def test_cli_subset_of_fields_and_refusal(tmp_path, monkeypatch):
     params = {"seed": 5, "demo": {"n_articles": 50, "positive_share": 0.5, "min_chars": 60, "max_chars": 160}, "schema": {"fields": ["name", "act"]}}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
-    monkeypatch.setattr(common, "PARAMS_FILE", path)
+    monkeypatch.setenv("JINMEI_PARAMS", str(path))
     out = tmp_path / "c.jsonl"
-    demo.main(["--out", str(out)])
+    demo_stage.main(["--out", str(out)])
     records, _ = load_corpus(out, ["name", "act"])
     assert all(set(p) == {"name", "act"} for r in records for p in r["output"]["persons"])
     params["schema"]["fields"] = ["person", "act"]
     path.write_text(yaml.safe_dump(params))
     with pytest.raises(JinmeiError, match="the demo corpus labels only"):
-        demo.main(["--out", str(out)])
+        demo_stage.main(["--out", str(out)])

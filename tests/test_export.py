@@ -19,8 +19,12 @@ from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from stages import base, common, merge, quantize
-from stages.common import JinmeiError
+from jinmei import basemodel as base
+from jinmei import export as quantize
+from jinmei import merge
+from stages import merge as merge_stage
+from stages import quantize as quantize_stage
+from jinmei.errors import JinmeiError
 
 SYSTEM = "Extract the persons from the Japanese news article. Answer with JSON only."
 PROMPTS = [
@@ -95,9 +99,9 @@ def _build_tiny(root: Path) -> dict[str, Path]:
     params = write_params(root / "params.yaml", merge={"dtype": "auto"},
                           quantize={"type": "Q4_K_M", "name": "tiny", "keep_f16": True})
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(common, "PARAMS_FILE", params)
-        merge.main(["--base", str(root / "base"), "--adapter", str(root / "adapter"), "--out", str(root / "merged")])
-        quantize.main(["--merged", str(root / "merged"), "--out-dir", str(root / "gguf"),
+        patch.setenv("JINMEI_PARAMS", str(params))
+        merge_stage.main(["--base", str(root / "base"), "--adapter", str(root / "adapter"), "--out", str(root / "merged")])
+        quantize_stage.main(["--merged", str(root / "merged"), "--out-dir", str(root / "gguf"),
                        "--report", str(root / "metrics" / "quantize.json")])
     report = json.loads((root / "metrics" / "quantize.json").read_text(encoding="utf-8"))
     return {"root": root, "merged": root / "merged", "gguf": root / "gguf", "f16": Path(report["f16_gguf"]),

@@ -153,10 +153,10 @@ def test_two_processes_keep_the_step_count_and_the_global_batch(tmp_path_factory
     import subprocess
     import sys
 
-    from stages.common import load_params
+    from jinmei.params import read_yaml
 
     repo = tiny_repo.session_repo(tmp_path_factory).repo
-    params = load_params(repo / "params.yaml")
+    params = read_yaml(repo / "params.yaml")
     out = tmp_path_factory.mktemp("processes")
     seen = {}
     for n in (1, 2):

@@ -21,7 +21,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from stages.llm import render_prompt  # noqa: E402
+from jinmei.engine import render_prompt  # noqa: E402
 
 SOURCES = ["data/splits/dev_all.jsonl", "data/splits/train_empty.jsonl", "data/splits/train_positive.jsonl",
            "data/splits/dev_positive.jsonl"]

@@ -1,9 +1,5 @@
-"""The training loop shared by sanity, stage1 and stage2: one recipe, two backends.
-
-Examples are tokenized here (not by TRL) so that masking and length handling are identical on the
-plain transformers+peft backend and on Unsloth: prompt tokens get label -100, every answer token
-(the end-of-turn token included) keeps its id, and an over-long example is cut on the article side
-or skipped, never cut in the answer.
+"""The training loop shared by sanity, stage1 and stage2: one recipe, two backends (Unsloth on a GPU,
+transformers + peft + TRL otherwise), the same examples and masks on both (jinmei.examples).
 """
 from __future__ import annotations
 
@@ -20,108 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stages.common import JinmeiError, atomic_path, read_jsonl, write_json
-from stages.prompt import answer_text, messages
-
-IGNORE = -100
-
-
-# ---------------------------------------------------------------- data
-
-
-@dataclass
-class LengthReport:
-    examples: int = 0
-    cut: int = 0
-    skipped: int = 0
-    tokens: int = 0
-    supervised_tokens: int = 0
-    skipped_ids: list[str] = field(default_factory=list)
-
-
-def _chat_ids(tokenizer, conversation: list[dict[str, str]], add_generation_prompt: bool) -> list[int]:
-    ids = tokenizer.apply_chat_template(
-        conversation, add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=False
-    )
-    if isinstance(ids, dict) or hasattr(ids, "keys"):
-        ids = ids["input_ids"]
-    return list(ids)
-
-
-def encode_example(tokenizer, system: str, article: str, answer: str) -> tuple[list[int], list[int]]:
-    """input_ids and labels for one article: labels are -100 on the prompt, the ids on the answer."""
-    prompt = messages(system, article)
-    prompt_ids = _chat_ids(tokenizer, prompt, add_generation_prompt=True)
-    full_ids = _chat_ids(tokenizer, prompt + [{"role": "assistant", "content": answer}], False)
-    if full_ids[: len(prompt_ids)] != prompt_ids:
-        raise JinmeiError(
-            "the chat template renders the prompt differently with and without the answer; "
-            "masking would be wrong (check the base model's chat template)"
-        )
-    labels = [IGNORE] * len(prompt_ids) + full_ids[len(prompt_ids) :]
-    return full_ids, labels
-
-
-def encode_rows(rows, tokenizer, system: str, fields: list[str], max_len: int, too_long: str):
-    """Tokenize contract rows; handle the ones over max_len explicitly and count them."""
-    if too_long not in ("skip", "cut_article"):
-        raise JinmeiError(f"params.yaml: train.too_long must be 'skip' or 'cut_article', not {too_long!r}")
-    report, examples = LengthReport(), []
-    for row in rows:
-        answer = answer_text(row["output"], fields)
-        text = row["text"]
-        input_ids, labels = encode_example(tokenizer, system, text, answer)
-        if len(input_ids) > max_len and too_long == "cut_article":
-            article_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-            keep = len(article_ids) - (len(input_ids) - max_len)
-            while keep > 0 and len(input_ids) > max_len:
-                text = tokenizer.decode(article_ids[:keep])
-                input_ids, labels = encode_example(tokenizer, system, text, answer)
-                keep -= max(1, len(input_ids) - max_len)
-            report.cut += len(input_ids) <= max_len
-        if len(input_ids) > max_len:
-            report.skipped += 1
-            report.skipped_ids.append(row["id"])
-            continue
-        report.examples += 1
-        report.tokens += len(input_ids)
-        report.supervised_tokens += sum(1 for x in labels if x != IGNORE)
-        # length = the prompt's tokens only: grouping batches by a length that includes the answer sorts
-        # positives (long answers) apart from empties (short ones), and training on one-class batches
-        # ends "always positive" or "always empty" (docs/corpus.md "Length grouping")
-        examples.append({"input_ids": input_ids, "labels": labels, "length": labels.count(IGNORE)})
-    if not examples:
-        raise JinmeiError(
-            f"no training example fits base.max_seq_length={max_len}; raise base.max_seq_length "
-            f"or set train.too_long: cut_article"
-        )
-    return examples, report
-
-
-def draw_mixture(pos_rows, empty_rows, size: int | None, positive_ratio: float, rng: random.Random, key: str):
-    """A shuffled mixture with the asked positive share; size None = the largest the pools allow."""
-    if not 0.0 <= positive_ratio <= 1.0:
-        raise JinmeiError(f"params.yaml: {key}.positive_ratio={positive_ratio} must lie in [0, 1]")
-    if size is None:
-        if positive_ratio in (0.0, 1.0):
-            size = len(empty_rows) if positive_ratio == 0.0 else len(pos_rows)
-        else:
-            size = int(min(len(pos_rows) / positive_ratio, len(empty_rows) / (1 - positive_ratio)))
-    n_pos = round(size * positive_ratio)
-    n_empty = size - n_pos
-    if n_pos > len(pos_rows) or n_empty > len(empty_rows):
-        raise JinmeiError(
-            f"params.yaml: {key}.size={size} at positive_ratio={positive_ratio} needs {n_pos} positives and "
-            f"{n_empty} empties, the training pools hold {len(pos_rows)} and {len(empty_rows)}; "
-            f"lower {key}.size (or null for the largest mixture) or supply a larger corpus"
-        )
-    mixture = rng.sample(pos_rows, n_pos) + rng.sample(empty_rows, n_empty)
-    rng.shuffle(mixture)
-    return mixture
-
-
-def load_pools(splits_dir: Path):
-    return read_jsonl(splits_dir / "train_positive.jsonl"), read_jsonl(splits_dir / "train_empty.jsonl")
+from jinmei.errors import JinmeiError
+from jinmei.examples import encode_rows
+from jinmei.files import atomic_path, write_json
 
 
 # ---------------------------------------------------------------- batch geometry
@@ -137,8 +34,6 @@ def is_main_process() -> bool:
 
 def accumulation_steps(global_batch: int, per_device: int, world: int) -> int:
     """Gradient accumulation that keeps the global batch fixed whatever the number of GPUs."""
-    if global_batch <= 0 or per_device <= 0:
-        raise JinmeiError("params.yaml: train.global_batch and train.per_device_batch must be positive")
     if global_batch % (per_device * world):
         raise JinmeiError(
             f"params.yaml: train.global_batch={global_batch} is not divisible by train.per_device_batch="
@@ -152,22 +47,27 @@ def optimizer_steps(epochs: float, n_examples: int, global_batch: int) -> int:
     return max(1, math.ceil(epochs * n_examples / global_batch))
 
 
-def maybe_launch_distributed(module: str, train_params: dict[str, Any], argv: list[str] | None) -> None:
+def process_count(processes: int | str, count_gpus: bool = True) -> int:
+    """train.processes: 'auto' = one process per visible GPU."""
+    if processes != "auto":
+        return int(processes)
+    if not count_gpus:
+        return 1
+    try:
+        import torch
+    except ImportError:
+        return 1
+    return torch.cuda.device_count() if torch.cuda.is_available() else 1
+
+
+def maybe_launch_distributed(module: str, train, argv: list[str] | None) -> None:
     """With several GPUs (or train.processes > 1), re-run this stage as one process per device via torchrun."""
     if "LOCAL_RANK" in os.environ:
         return
-    processes = train_params.get("processes", "auto")
-    if processes == "auto":
-        try:
-            import torch
-
-            processes = torch.cuda.device_count() if torch.cuda.is_available() else 1
-        except ImportError:
-            processes = 1
-    processes = int(processes)
+    processes = process_count(train.processes)
     if processes <= 1:
         return
-    accumulation_steps(train_params["global_batch"], train_params["per_device_batch"], processes)
+    accumulation_steps(train.global_batch, train.per_device_batch, processes)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
            "-m", module, *(sys.argv[1:] if argv is None else argv)]
     print(f"launching {processes} processes: {' '.join(cmd)}", flush=True)
@@ -178,8 +78,6 @@ def maybe_launch_distributed(module: str, train_params: dict[str, Any], argv: li
 
 
 def choose_backend(name: str) -> str:
-    if name not in ("auto", "hf", "unsloth"):
-        raise JinmeiError(f"params.yaml: train.backend must be auto, hf or unsloth, not {name!r}")
     if name != "auto":
         return name
     import torch
@@ -318,12 +216,17 @@ def _callbacks(live_dir: Path | None, total_steps: int, label: str, resume: bool
 
 @dataclass
 class TrainJob:
-    """Everything one training run needs; built by the sanity, stage1 and stage2 stages from params."""
+    """Everything one training run needs; `job_for` builds it from a training stage's params."""
 
     label: str
     base_dir: Path
     rows: list[dict[str, Any]]
-    params: dict[str, Any]           # the whole params.yaml
+    seed: int
+    system: str                      # prompt.system
+    fields: list[str]                # schema.fields
+    max_seq_length: int              # base.max_seq_length
+    lora: Any                        # the lora section
+    train: Any                       # the train section
     lr: float
     steps: int | None = None         # fixed optimizer steps (sanity) ...
     epochs: float | None = None      # ... or epochs over rows (stage1/stage2)
@@ -337,7 +240,9 @@ class TrainJob:
 def fingerprint(job: TrainJob) -> str:
     """What a checkpoint was made from; a checkpoint with another fingerprint is never resumed."""
     h = hashlib.sha256()
-    keys = {k: job.params.get(k) for k in ("seed", "base", "prompt", "schema", "lora", "train")}
+    keys = {"seed": job.seed, "system": job.system, "fields": list(job.fields), "max_seq_length": job.max_seq_length,
+            "lora": {k: getattr(job.lora, k) for k in ("r", "alpha", "dropout", "target_modules")},
+            "train": {k: getattr(job.train, k) for k in TRAIN_KNOBS}}
     h.update(json.dumps([job.label, job.lr, job.steps, job.epochs, job.lora_dropout, job.global_batch, keys], sort_keys=True,
                         default=str).encode())
     for row in job.rows:
@@ -378,29 +283,24 @@ def train(job: TrainJob, out_dir: Path) -> dict[str, Any]:
     import torch
     from datasets import Dataset
 
-    p, tp = job.params, job.params["train"]
-    seed = int(p["seed"])
-    if job.lr <= 0:
-        raise JinmeiError(f"params.yaml: {job.label}.lr={job.lr} must be positive")
-    backend = choose_backend(tp["backend"])
+    tp, seed = job.train, job.seed
+    backend = choose_backend(tp.backend)
     world = world_size()
-    global_batch = int(job.global_batch or tp["global_batch"])
-    per_device = min(int(tp["per_device_batch"]), global_batch)
+    global_batch = int(job.global_batch or tp.global_batch)
+    per_device = min(int(tp.per_device_batch), global_batch)
     accum = accumulation_steps(global_batch, per_device, world)
-    lora_p = p["lora"]
-    lora = LoraSpec(int(lora_p["r"]), int(lora_p["alpha"]),
-                    float(lora_p["dropout"] if job.lora_dropout is None else job.lora_dropout),
-                    list(lora_p["target_modules"]))
+    lora = LoraSpec(int(job.lora.r), int(job.lora.alpha),
+                    float(job.lora.dropout if job.lora_dropout is None else job.lora_dropout),
+                    list(job.lora.target_modules))
     torch.manual_seed(seed)
-    model, tokenizer = load_model(job.base_dir, backend, lora, int(p["base"]["max_seq_length"]), seed,
-                                  bool(tp.get("gradient_checkpointing", False)))
+    model, tokenizer = load_model(job.base_dir, backend, lora, job.max_seq_length, seed, tp.gradient_checkpointing)
     if job.init_adapter is not None:
         load_adapter_weights(model, job.init_adapter)
     if tokenizer.pad_token_id is None:
         raise JinmeiError(f"{job.base_dir}: tokenizer has no pad token; rebuild the base with `dvc repro base`")
 
-    examples, lengths = encode_rows(job.rows, tokenizer, p["prompt"]["system"], p["schema"]["fields"],
-                                    int(p["base"]["max_seq_length"]), tp.get("too_long", "skip"))
+    examples, lengths = encode_rows(job.rows, tokenizer, job.system, list(job.fields), job.max_seq_length,
+                                    tp.too_long)
     steps = job.steps if job.steps is not None else optimizer_steps(job.epochs, len(examples), global_batch)
     resume_from = _prepare_checkpoints(job)
     if is_main_process():
@@ -419,13 +319,13 @@ def train(job: TrainJob, out_dir: Path) -> dict[str, Any]:
         gradient_accumulation_steps=accum,
         max_steps=steps,
         learning_rate=job.lr,
-        lr_scheduler_type=tp.get("lr_scheduler", "cosine"),
-        warmup_steps=float(tp.get("warmup_ratio", 0.0)),
-        weight_decay=float(tp.get("weight_decay", 0.0)),
-        max_grad_norm=float(tp.get("max_grad_norm", 1.0)),
+        lr_scheduler_type=tp.lr_scheduler,
+        warmup_steps=float(tp.warmup_ratio),
+        weight_decay=float(tp.weight_decay),
+        max_grad_norm=float(tp.max_grad_norm),
         logging_steps=1,
         save_strategy="steps" if job.checkpoint_dir else "no",
-        save_steps=int(tp.get("save_steps", 50)),
+        save_steps=int(tp.save_steps),
         save_total_limit=1,
         report_to="none",
         disable_tqdm=True,
@@ -436,10 +336,10 @@ def train(job: TrainJob, out_dir: Path) -> dict[str, Any]:
         max_length=None,  # lengths were handled in encode_rows: nothing is cut behind our back
         packing=False,
         padding_free=False,
-        train_sampling_strategy="group_by_length" if tp.get("group_by_length", True) else "random",
+        train_sampling_strategy="group_by_length" if tp.group_by_length else "random",
         length_column_name="length",
         remove_unused_columns=False,  # keeps "length" for the sampler; the collator reads only ids and labels
-        loss_type=tp.get("loss_type", "nll") if backend == "hf" else "nll",  # Unsloth fuses its own loss
+        loss_type=tp.loss_type if backend == "hf" else "nll",  # Unsloth fuses its own loss
         dataloader_num_workers=0,
         include_num_input_tokens_seen="non_padding",
         gradient_checkpointing=False,  # set on the model in load_model (Unsloth manages its own)
@@ -486,73 +386,31 @@ def train(job: TrainJob, out_dir: Path) -> dict[str, Any]:
     return {"metrics": metrics, "model": trainer.model, "tokenizer": tokenizer, "losses": history}
 
 
-def greedy_answers(model, tokenizer, system: str, texts: list[str], max_new_tokens: int, batch: int = 8):
-    """Greedy answers with transformers (sanity gate, and the unquantized side of eval's comparisons).
-
-    Returns (answer, hit_limit) pairs: an answer that ran into max_new_tokens is flagged, never passed off
-    as complete.
-    """
-    import torch
-
-    model.eval()
-    end_ids = {tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id} - {None}
-    tokenizer.padding_side = "left"
-    device = next(model.parameters()).device
-    results = []
-    for start in range(0, len(texts), batch):
-        prompts = [tokenizer.apply_chat_template(messages(system, t), add_generation_prompt=True, tokenize=False)
-                   for t in texts[start : start + batch]]
-        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                 eos_token_id=sorted(end_ids), pad_token_id=tokenizer.pad_token_id)
-        for row in out[:, enc["input_ids"].shape[1] :].tolist():
-            stop = next((i for i, tok in enumerate(row) if tok in end_ids), None)
-            ids = row if stop is None else row[:stop]
-            results.append((tokenizer.decode(ids, skip_special_tokens=True).strip(), stop is None))
-    return results
+TRAIN_KNOBS = ("backend", "processes", "global_batch", "per_device_batch", "gradient_checkpointing", "too_long",
+               "warmup_ratio", "lr_scheduler", "weight_decay", "max_grad_norm", "save_steps", "group_by_length",
+               "loss_type")
 
 
-def mixture_stage(stage: str, argv, continues: bool, module: str) -> None:
-    """stage1 and stage2: draw a mixture from the training pools, train, write adapter and metrics."""
-    import argparse
+def job_for(p, label: str, base_dir: Path, rows: list[dict[str, Any]], lr: float, **kwargs) -> TrainJob:
+    """A TrainJob from a training stage's params (seed, prompt, schema.fields, base.max_seq_length, lora, train)."""
+    return TrainJob(label=label, base_dir=Path(base_dir), rows=rows, seed=int(p.seed), system=p.prompt.system,
+                    fields=list(p.schema.fields), max_seq_length=int(p.base.max_seq_length), lora=p.lora,
+                    train=p.train, lr=float(lr), **kwargs)
 
-    from stages.common import load_params, seed_everything, set_offline_env
-    from stages.validate import validate
 
-    ap = argparse.ArgumentParser(description=f"{stage}: LoRA training on a mixture of the training pools")
-    ap.add_argument("--base", type=Path, required=True)
-    ap.add_argument("--splits", type=Path, required=True)
-    if continues:
-        ap.add_argument("--init", type=Path, required=True, help="adapter to continue (stage1's)")
-    else:
-        ap.add_argument("--gate", type=Path, required=True, help="the sanity verdict")
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--checkpoints", type=Path, required=True)
-    ap.add_argument("--metrics", type=Path, required=True)
-    ap.add_argument("--live", type=Path, required=True)
-    args = ap.parse_args(argv)
+def run_mixture(p, label: str, section, base: Path, splits: Path, out: Path, checkpoints: Path, metrics_file: Path,
+                live: Path, init_adapter: Path | None = None) -> None:
+    """stage1 / stage2: draw the section's mixture from the training pools, train, write adapter and metrics."""
+    from jinmei.examples import draw_mixture, load_pools
 
-    set_offline_env()
-    params = load_params()
-    validate(params, stage, base_dir=args.base)
-    sp = params[stage]
-    if not continues and not (args.gate.exists() and json.loads(args.gate.read_text()).get("passed")):
-        raise JinmeiError(f"{args.gate}: the sanity gate has not passed; run `dvc repro sanity` and fix it first")
-    if float(sp["epochs"]) <= 0:
-        raise JinmeiError(f"params.yaml: {stage}.epochs={sp['epochs']} must be positive")
-    maybe_launch_distributed(module, params["train"], argv)
-    seed = int(params["seed"])
-    seed_everything(seed)
-    pos, empty = load_pools(args.splits)
-    rows = draw_mixture(pos, empty, sp.get("size"), float(sp["positive_ratio"]), random.Random(f"{seed}-{stage}"),
-                        stage)
-    result = train(TrainJob(label=stage, base_dir=args.base, rows=rows, params=params, lr=float(sp["lr"]),
-                            epochs=float(sp["epochs"]), lora_dropout=sp.get("lora_dropout"),
-                            init_adapter=args.init if continues else None, checkpoint_dir=args.checkpoints,
-                            live_dir=args.live), args.out)
+    pos, empty = load_pools(splits)
+    rows = draw_mixture(pos, empty, section.size, float(section.positive_ratio), random.Random(f"{p.seed}-{label}"),
+                        label)
+    result = train(job_for(p, label, base, rows, section.lr,
+                           epochs=float(section.epochs), lora_dropout=section.lora_dropout, init_adapter=init_adapter,
+                           checkpoint_dir=checkpoints, live_dir=live), out)
     if is_main_process():
         n_pos = sum(1 for r in rows if r["output"]["persons"])
-        write_json(args.metrics, {**result["metrics"], "mixture_size": len(rows),
+        write_json(metrics_file, {**result["metrics"], "mixture_size": len(rows),
                                   "mixture_positive_share": round(n_pos / len(rows), 4),
-                                  "epochs": float(sp["epochs"]), "lr": float(sp["lr"])})
+                                  "epochs": float(section.epochs), "lr": float(section.lr)})

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stages.common import JinmeiError
-from stages.contract import MAX_LINE_BYTES, load_corpus
+from jinmei.errors import JinmeiError
+from jinmei.corpus import MAX_LINE_BYTES, load_corpus
 
 BAD = Path(__file__).parent / "bad_corpora"
 FIELDS = ["name", "act", "address", "signature"]

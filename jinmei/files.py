@@ -1,78 +1,17 @@
-"""Shared plumbing for every stage: params, errors, seeds, atomic writes, offline mode."""
+"""Files every stage writes: atomic (a killed stage leaves the old output or none), UTF-8, stable bytes."""
 from __future__ import annotations
 
 import contextlib
 import glob
 import json
 import os
-import random
-import re
 import shutil
 import struct
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-import yaml
-
-PARAMS_FILE = Path(os.environ.get("JINMEI_PARAMS", "params.yaml"))
-
-
-class ParamsLoader(yaml.SafeLoader):
-    """YAML 1.2 numbers: PyYAML (YAML 1.1) reads `5e-05`, which `dvc exp run -S stage2.lr=5e-5` writes, as a
-    string; DVC reads it as a number, and so must every stage."""
-
-
-ParamsLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9_]+(?:[eE][-+]?[0-9]+)?)$"),
-    list("-+0123456789."))
-
-
-class JinmeiError(Exception):
-    """An error the user can fix; printed as one clear message, never a traceback."""
-
-
-def load_params(path: Path | str | None = None) -> dict[str, Any]:
-    path = Path(path or PARAMS_FILE)
-    if not path.exists():
-        raise JinmeiError(f"{path}: not found; run from the repository root")
-    with open(path, encoding="utf-8") as f:
-        return yaml.load(f, Loader=ParamsLoader) or {}
-
-
-def section(params: dict[str, Any], name: str) -> dict[str, Any]:
-    if name not in params:
-        raise JinmeiError(f"params.yaml: section '{name}' is missing")
-    return params[name]
-
-
-def set_offline_env() -> None:
-    """No model hub at run time: every stage refuses the network unless the user opts in."""
-    if os.environ.get("JINMEI_ALLOW_HUB") == "1":
-        return
-    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-        os.environ[key] = "1"
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    try:
-        import numpy as np
-
-        np.random.seed(seed)
-    except ImportError:
-        pass
-    try:
-        import torch
-
-        torch.manual_seed(seed)
-    except ImportError:
-        pass
+from jinmei.errors import JinmeiError
 
 
 @contextlib.contextmanager
@@ -149,12 +88,3 @@ def read_jsonl(path: Path | str) -> list[dict[str, Any]]:
     """Read a JSONL file the pipeline itself wrote (raw corpora go through stages.contract)."""
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
-
-
-def run_main(main, argv: list[str] | None = None) -> None:
-    """Run a stage's main(); a JinmeiError becomes one line on stderr and exit code 1."""
-    try:
-        main(argv)
-    except JinmeiError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)

@@ -10,7 +10,7 @@ import unicodedata
 from collections import Counter, defaultdict
 from typing import Any, Iterable, Sequence
 
-from stages.prompt import parse_answer
+from jinmei.prompt import parse_answer
 
 VERDICTS = ("ok", "not_json", "bad_schema", "truncated")
 CLASSES = ("empty", "non_empty", "invalid")

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from stages.common import JinmeiError
+from jinmei.errors import JinmeiError
 
 # One article per line; a line this long is a broken export (a whole file on one line), not news.
 MAX_LINE_BYTES = 1 << 20

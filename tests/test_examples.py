@@ -1,8 +1,8 @@
 """Loss only on the answer: checked on a real collated batch, with the real tokenizer."""
 import pytest
 
-from stages.prompt import answer_text
-from stages.train import IGNORE, encode_example, encode_rows
+from jinmei.prompt import answer_text
+from jinmei.training import IGNORE, encode_example, encode_rows
 
 ROWS = [
     {"id": "p1", "text": "東京都新宿区の会社員、山田太郎容疑者（45）が逮捕された。",
@@ -73,7 +73,7 @@ def test_length_grouping_sees_the_prompt_not_the_answer(tiny_base, params, tmp_p
 
     from transformers import trainer_pt_utils
 
-    from stages import train as train_mod
+    from jinmei import training as train_mod
 
     seen = {}
     real_init = trainer_pt_utils.LengthGroupedSampler.__init__

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from stages.metrics import confusion_rows, judge, match_persons, normalize, score
-from stages.prompt import answer_text
+from jinmei.scoring import confusion_rows, judge, match_persons, normalize, score
+from jinmei.prompt import answer_text
 
 FIELDS = ["name", "act", "address", "signature"]
 

@@ -23,7 +23,7 @@ ROWS = [
 def unsloth_model(tiny_base, params):
     import unsloth  # noqa: F401
 
-    from stages.train import LoraSpec, load_model
+    from jinmei.training import LoraSpec, load_model
 
     lora = LoraSpec(8, 16, 0.0, list(params["lora"]["target_modules"]))
     return load_model(tiny_base, "unsloth", lora, 1024, 0, grad_ckpt=True)
@@ -32,7 +32,7 @@ def unsloth_model(tiny_base, params):
 def test_same_examples_and_masks_as_plain_backend(unsloth_model, tiny_base, params):
     from transformers import AutoTokenizer
 
-    from stages.train import encode_rows
+    from jinmei.training import encode_rows
 
     _, unsloth_tok = unsloth_model
     plain_tok = AutoTokenizer.from_pretrained(tiny_base)
@@ -45,7 +45,7 @@ def test_fresh_adapter_loss_matches_plain_model(unsloth_model, tiny_base, params
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from stages.train import encode_rows
+    from jinmei.training import encode_rows
 
     model, tok = unsloth_model
     examples, _ = encode_rows(ROWS, tok, params["prompt"]["system"], params["schema"]["fields"], 1024, "skip")
@@ -62,7 +62,7 @@ def test_trained_adapter_merges_to_the_same_model(unsloth_model, tiny_base, tmp_
     """Our merge stage on an Unsloth adapter == the Unsloth PEFT model's forward (bf16 tolerance)."""
     from transformers import AutoModelForCausalLM
 
-    from stages import merge
+    from jinmei import merge
 
     model, tok = unsloth_model
     gen = torch.Generator(device="cpu").manual_seed(0)
@@ -75,7 +75,7 @@ def test_trained_adapter_merges_to_the_same_model(unsloth_model, tiny_base, tmp_
     params_file = tmp_path / "params.yaml"
     params_file.write_text(json.dumps({"merge": {"dtype": "bfloat16"}}))
     monkeypatch.setenv("JINMEI_PARAMS", str(params_file))
-    monkeypatch.setattr("stages.common.PARAMS_FILE", params_file)
+    monkeypatch.setenv("JINMEI_PARAMS", str(params_file))
     merge.main(["--base", str(tiny_base), "--adapter", str(adapter), "--out", str(tmp_path / "merged")])
     ids = tok("東京都新宿区の会社員、山田太郎容疑者が逮捕された。", return_tensors="pt")["input_ids"].cuda()
     with torch.no_grad():

@@ -19,8 +19,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from stages.common import JinmeiError
-from stages.prompt import messages
+from jinmei.errors import JinmeiError
+from jinmei.prompt import messages
 
 REUSE_ALIGN = 4   # cached-prefix lengths are multiples of this (see Engine._align_cache)
 
@@ -42,17 +42,9 @@ def render_prompt(system: str, article: str) -> str:
             f"<|im_start|>assistant\n")
 
 
-def bundled_gguf() -> Path:
-    """The default base model's GGUF (the untrained model: benchmarks and tests without a pipeline run)."""
-    from stages.base import bundled_gguf_path
-
-    return bundled_gguf_path()
-
-
-def gguf_path(params: dict[str, Any], gguf_dir: Path | str = "models/gguf") -> Path:
+def gguf_path(quantize, gguf_dir: Path | str = "models/gguf") -> Path:
     """The quantized model the quantize stage wrote: <dir>/<quantize.name>-<quantize.type>.gguf."""
-    q = params["quantize"]
-    path = Path(gguf_dir) / f"{q['name']}-{q['type']}.gguf"
+    path = Path(gguf_dir) / f"{quantize.name}-{quantize.type.strip().upper()}.gguf"
     if not path.exists():
         raise JinmeiError(f"{path}: not found; run `dvc repro quantize` (or pass --gguf)")
     return path
@@ -373,5 +365,5 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-__all__ = ["Completion", "Engine", "answer_grammar", "answer_schema", "bundled_gguf", "complete_all",
+__all__ = ["Completion", "Engine", "answer_grammar", "answer_schema", "complete_all",
            "gguf_path", "load_llama", "naive_complete", "render_prompt", "same_answer"]

@@ -10,9 +10,11 @@ import json
 import sys
 from pathlib import Path
 
-from stages.common import JinmeiError, load_params, run_main, section, set_offline_env
-from stages.llm import Engine, gguf_path
-from stages.metrics import judge
+from jinmei.engine import Engine, gguf_path
+from jinmei.errors import JinmeiError, run_main
+from jinmei.params import load_all
+from jinmei.runtime import set_offline_env
+from jinmei.scoring import judge
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,9 +27,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-new-tokens", type=int, help="default: params eval.max_new_tokens")
     args = ap.parse_args(argv)
     set_offline_env()
-    params = load_params()
-    ev = section(params, "eval")
-    fields = list(section(params, "schema")["fields"])
+    params = load_all()
+    ev = params.eval
+    fields = list(params.schema.fields)
     if args.file is not None:
         if not args.file.exists():
             raise JinmeiError(f"{args.file}: not found")
@@ -40,11 +42,11 @@ def main(argv: list[str] | None = None) -> None:
     article = article.strip()
     if not article:
         raise JinmeiError(f"{args.file or 'stdin'}: empty article; pass a file or pipe the text in")
-    grammar = ev["grammar"] if args.grammar is None else args.grammar
-    engine = Engine(args.gguf or gguf_path(params), n_ctx=ev["n_ctx"], n_threads=ev["n_threads"],
-                    max_new_tokens=args.max_new_tokens or ev["max_new_tokens"], batch_size=1,
+    grammar = ev.grammar if args.grammar is None else args.grammar
+    engine = Engine(args.gguf or gguf_path(params.quantize), n_ctx=ev.n_ctx, n_threads=ev.n_threads,
+                    max_new_tokens=args.max_new_tokens or ev.max_new_tokens, batch_size=1,
                     grammar_fields=fields if grammar else None)
-    completion = engine.complete(section(params, "prompt")["system"], [article])[0]
+    completion = engine.complete(params.prompt.system, [article])[0]
     value, verdict = judge(completion.text, completion.truncated, fields)
     if verdict != "ok":
         print(f"error: the model's answer is {verdict}"

@@ -18,7 +18,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from stages.common import atomic_path, load_params, run_main, section
+from jinmei.errors import JinmeiError, run_main
+from jinmei.files import atomic_path
 
 QUANT_LADDER = ["Q4_0", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0"]
 BIGGER_QUANTS = ["Q5_K_M", "Q8_0"]
@@ -54,28 +55,28 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
-def advise(metrics: dict[str, Any], params: dict[str, Any], stage1: dict[str, Any] | None = None,
+def advise(metrics: dict[str, Any], params, stage1: dict[str, Any] | None = None,
            previous: dict[str, Any] | None = None) -> str:
     """The advice as markdown. stage1 = metrics/stage1.json, previous = the last metrics/eval.json (both optional)."""
-    ev, s2 = section(params, "eval"), section(params, "stage2")
+    ev, s2 = params.eval, params.stage2
     findings: list[str] = []
 
     # 1. stage2 cost recall
     r1, r2 = _get(metrics, "compare", "stage1", "recall"), _get(metrics, "compare", "merged", "recall")
-    if r1 is not None and r2 is not None and r1 - r2 > ev["recall_drop_margin"]:
+    if r1 is not None and r2 is not None and r1 - r2 > ev.recall_drop_margin:
         findings.append(
             f"**stage2 lost recall**: dev_positive recall {_pct(r1)} after stage1, {_pct(r2)} after stage2 "
             f"(merged, unquantized; {metrics['compare']['n']} articles), a drop over the "
-            f"{_pct(ev['recall_drop_margin'])} margin. Try, one at a time, in this order:\n"
-            f"   1. fewer stage2 steps: `{cmd('stage2.epochs=' + num(s2['epochs'] / 2))}`\n"
-            f"   2. a lower stage2 learning rate: `{cmd('stage2.lr=' + num(s2['lr'] / 2))}`\n"
-            f"   3. more positives in stage2: `{cmd('stage2.positive_ratio=' + num(s2['positive_ratio'] + 0.05))}`")
+            f"{_pct(ev.recall_drop_margin)} margin. Try, one at a time, in this order:\n"
+            f"   1. fewer stage2 steps: `{cmd('stage2.epochs=' + num(s2.epochs / 2))}`\n"
+            f"   2. a lower stage2 learning rate: `{cmd('stage2.lr=' + num(s2.lr / 2))}`\n"
+            f"   3. more positives in stage2: `{cmd('stage2.positive_ratio=' + num(s2.positive_ratio + 0.05))}`")
 
     # 2. stage1 overfits: held-out recall falls while the training loss still falls
     now, before = _get(metrics, "dev_positive", "recall"), _get(previous, "dev_positive", "recall")
     first, last, low = (_get(stage1, k) for k in ("first_loss", "last_loss", "min_loss"))
     still_falling = first is not None and last is not None and last < first and (low is None or last <= low * 1.05)
-    if now is not None and before is not None and before - now > ev["recall_drop_margin"] and still_falling:
+    if now is not None and before is not None and before - now > ev.recall_drop_margin and still_falling:
         findings.append(
             f"**stage1 overfits**: dev_positive recall fell {_pct(before)} → {_pct(now)} since the previous eval "
             f"while stage1's training loss kept falling ({first} → {last}). Add LoRA dropout to stage1: "
@@ -83,14 +84,14 @@ def advise(metrics: dict[str, Any], params: dict[str, Any], stage1: dict[str, An
 
     # 3. quantization cost recall
     rq = _get(metrics, "compare", "gguf", "recall")
-    qtype = section(params, "quantize")["type"]
-    if r2 is not None and rq is not None and r2 - rq > ev["quant_drop_margin"]:
+    qtype = params.quantize.type
+    if r2 is not None and rq is not None and r2 - rq > ev.quant_drop_margin:
         rank = QUANT_LADDER.index(qtype) if qtype in QUANT_LADDER else -1
         bigger = [q for q in BIGGER_QUANTS if QUANT_LADDER.index(q) > rank]
         tries = "; then ".join(f"`{cmd('quantize.type=' + q)}`" for q in bigger)
         findings.append(
             f"**quantization lost recall**: {qtype} recall {_pct(rq)} vs {_pct(r2)} unquantized on the same "
-            f"{metrics['compare']['n']} articles (margin {_pct(ev['quant_drop_margin'])}). "
+            f"{metrics['compare']['n']} articles (margin {_pct(ev.quant_drop_margin)}). "
             + (f"Try a larger quant type: {tries}" if bigger else
                f"{qtype} is already the largest type eval suggests: look for a chat-template or tokenizer "
                "mismatch between the HF model and the GGUF instead"))
@@ -98,31 +99,31 @@ def advise(metrics: dict[str, Any], params: dict[str, Any], stage1: dict[str, An
     # 4. false positives
     fpr = _get(metrics, "dev_all", "false_positive_rate")
     valid = _get(metrics, "dev_all", "schema_valid_rate")
-    if fpr is not None and fpr > ev["max_false_positive_rate"]:
+    if fpr is not None and fpr > ev.max_false_positive_rate:
         invalid_share = 1 - valid if valid is not None else None
         cause = ("most of them are invalid answers, see the parse rate below"
                  if invalid_share is not None and invalid_share >= fpr / 2 else
                  "the model names persons in articles that have none")
         findings.append(
             f"**false positive rate {_pct(fpr)}** on dev_all's empty articles (limit "
-            f"{_pct(ev['max_false_positive_rate'])}): {cause}. stage2 teaches the empty answer; give it more "
-            f"empty examples: `{cmd('stage2.positive_ratio=' + num(max(0.0, s2['positive_ratio'] - 0.05)))}`")
+            f"{_pct(ev.max_false_positive_rate)}): {cause}. stage2 teaches the empty answer; give it more "
+            f"empty examples: `{cmd('stage2.positive_ratio=' + num(max(0.0, s2.positive_ratio - 0.05)))}`")
 
     # 5. invalid answers
     truncated = _get(metrics, "dev_all", "truncated") or 0
-    if valid is not None and valid < ev["min_parse_rate"]:
+    if valid is not None and valid < ev.min_parse_rate:
         parse = _get(metrics, "dev_all", "json_parse_rate")
-        hint = (f"{truncated} answers hit eval.max_new_tokens={ev['max_new_tokens']} (counted as failures): "
+        hint = (f"{truncated} answers hit eval.max_new_tokens={ev.max_new_tokens} (counted as failures): "
                 "the model repeats itself or the limit is too low" if truncated else
                 "the answers are not the trained JSON")
-        tail = ("" if ev["grammar"] else
+        tail = ("" if ev.grammar else
                 f" To measure how much a JSON grammar recovers: `{cmd('eval.grammar=true')}` "
                 "(reported under engine.grammar; the shipped Ollama model has no grammar).")
         findings.append(
             f"**only {_pct(valid)} of dev_all answers are valid** (JSON parse rate {_pct(parse)}): {hint}. "
             f"Check that the sanity gate passed and that stage1 trained (metrics/stage1.json).{tail}")
     elif truncated:
-        findings.append(f"{truncated} dev_all answers hit eval.max_new_tokens={ev['max_new_tokens']} and count "
+        findings.append(f"{truncated} dev_all answers hit eval.max_new_tokens={ev.max_new_tokens} and count "
                         "as failures; see data/predictions/dev_all.jsonl (verdict truncated).")
 
     head = "# Advice from eval\n\n"
@@ -146,10 +147,10 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     metrics = read_optional_json(args.metrics)
     if metrics is None:
-        from stages.common import JinmeiError
-
         raise JinmeiError(f"{args.metrics}: not found or not JSON; run `dvc repro eval`")
-    text = advise(metrics, load_params(), read_optional_json(args.stage1_metrics), read_optional_json(args.previous))
+    from jinmei.params import load_all
+
+    text = advise(metrics, load_all(), read_optional_json(args.stage1_metrics), read_optional_json(args.previous))
     if args.out:
         write_advice(args.out, text)
     print(text)

@@ -10,9 +10,10 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from stages import base, common
-from stages.common import JinmeiError
-from stages.quantize import convert_to_f16, llama_log
+from jinmei import basemodel as base
+from stages import base as base_stage
+from jinmei.errors import JinmeiError
+from jinmei.export import convert_to_f16, llama_log
 
 # Japanese (kanji, kana, half/full width), ASCII, digits, whitespace runs, emoji, special tokens.
 TEXTS = [
@@ -176,8 +177,8 @@ def run_stage(tmp_path, monkeypatch, base_section: dict, out: Path) -> None:
     committed = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text(encoding="utf-8"))
     committed["base"] = {**committed["base"], "tiny": {}, **base_section}  # every stage validates the whole file
     params.write_text(yaml.safe_dump(committed), encoding="utf-8")
-    monkeypatch.setattr(common, "PARAMS_FILE", params)
-    base.main(["--out", str(out)])
+    monkeypatch.setenv("JINMEI_PARAMS", str(params))
+    base_stage.main(["--out", str(out)])
 
 
 def test_cli_writes_tiny_base_from_params(tmp_path, monkeypatch):

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import common, split
-from stages.common import JinmeiError, write_jsonl
-from stages.demo import generate
+from jinmei import splitting as split
+from stages import split as split_stage
+from jinmei.errors import JinmeiError, write_jsonl
+from jinmei.demo import generate
 
 REPO = Path(__file__).resolve().parents[1]
 BAD = Path(__file__).parent / "bad_corpora"
@@ -25,14 +26,14 @@ def workdir(tmp_path, monkeypatch):
     """A tmp repository root with its own params.yaml and a 600-article demo corpus (25% positive)."""
     params = {"seed": 7, "schema": {"fields": ["name", "act", "address", "signature"]}, "split": dict(SPLIT)}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
-    monkeypatch.setattr(common, "PARAMS_FILE", tmp_path / "params.yaml")
+    monkeypatch.setenv("JINMEI_PARAMS", str(tmp_path / "params.yaml"))
     monkeypatch.chdir(tmp_path)
     write_jsonl(tmp_path / "corpus.jsonl", generate(600, 0.25, seed=3))
     return tmp_path
 
 
 def run(workdir: Path, corpus: str = "corpus.jsonl", out: str = "splits", metrics: str = "split.json") -> None:
-    split.main(["--corpus", str(workdir / corpus), "--out-dir", str(workdir / out), "--metrics", str(workdir / metrics)])
+    split_stage.main(["--corpus", str(workdir / corpus), "--out-dir", str(workdir / out), "--metrics", str(workdir / metrics)])
 
 
 def read(path: Path) -> list[dict]:

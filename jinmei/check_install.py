@@ -30,7 +30,7 @@ def decode_check(gguf_file) -> list[str]:
 
 
 def main() -> None:
-    from stages.base import bundled_gguf_path
+    from jinmei.basemodel import bundled_gguf_path
 
     problems = []
     gguf_file = bundled_gguf_path()
@@ -55,7 +55,7 @@ def main() -> None:
     except Exception as e:  # noqa: BLE001
         problems.append(f"transformers GGUF loading: {e}")
     try:
-        from stages.quantize import converter_dir
+        from jinmei.export import converter_dir
 
         run = subprocess.run([sys.executable, "-m", "convert_hf_to_gguf", "--help"], capture_output=True, text=True,
                              cwd=converter_dir(), env={**os.environ, "PYTHONPATH": str(converter_dir())})

@@ -8,12 +8,12 @@ import json
 import pytest
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from stages.common import JinmeiError
-from stages.llm import (Engine, answer_grammar, answer_grammar_text, bundled_gguf, complete_all, load_llama,
+from jinmei.errors import JinmeiError
+from jinmei.engine import (Engine, answer_grammar, answer_grammar_text, bundled_gguf, complete_all, load_llama,
                         naive_complete, render_prompt)
-from stages.llm import same_answer as llm_same_answer
-from stages.metrics import judge
-from stages.prompt import messages
+from jinmei.engine import same_answer as llm_same_answer
+from jinmei.scoring import judge
+from jinmei.prompt import messages
 
 SYSTEM = ('Extract the persons from the Japanese news article. Answer with JSON only: '
           '{"persons":[{"name":...,"act":...,"address":...,"signature":...}]}; unknown fields are null. '
@@ -142,18 +142,17 @@ def test_batched_decode_runs_and_is_deterministic(gguf):
 def predict_params(tmp_path, monkeypatch):
     import yaml
 
-    import stages.common
 
     params = {"schema": {"fields": FIELDS}, "prompt": {"system": SYSTEM}, "quantize": {"name": "x", "type": "Q4_K_M"},
               "eval": {"max_new_tokens": 80, "grammar": False, "n_ctx": 1024, "n_threads": 2}}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
-    monkeypatch.setattr(stages.common, "PARAMS_FILE", path)
+    monkeypatch.setenv("JINMEI_PARAMS", str(path))
     return path
 
 
 def test_predict_prints_the_json_answer(gguf, predict_params, tmp_path, capsys):
-    from stages import predict
+    from jinmei import predict
 
     article = tmp_path / "article.txt"
     article.write_text("雨。\n", encoding="utf-8")
@@ -165,7 +164,7 @@ def test_predict_prints_the_json_answer(gguf, predict_params, tmp_path, capsys):
 def test_predict_refuses_an_unfinished_answer(gguf, predict_params, monkeypatch, capsys):
     import io
 
-    from stages import predict
+    from jinmei import predict
 
     monkeypatch.setattr("sys.stdin", io.StringIO("気象庁によると大雨。"))
     with pytest.raises(SystemExit) as exit_info:

@@ -1,0 +1,107 @@
+"""Training examples: tokenized here (not by TRL), so masks and lengths are identical on every backend.
+
+Prompt tokens get label -100, every answer token (the end-of-turn token included) keeps its id, and an
+over-long example is cut on the article side or skipped, never cut in the answer.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jinmei.errors import JinmeiError
+from jinmei.files import read_jsonl
+from jinmei.prompt import answer_text, messages
+
+IGNORE = -100
+
+
+@dataclass
+class LengthReport:
+    examples: int = 0
+    cut: int = 0
+    skipped: int = 0
+    tokens: int = 0
+    supervised_tokens: int = 0
+    skipped_ids: list[str] = field(default_factory=list)
+
+
+def _chat_ids(tokenizer, conversation: list[dict[str, str]], add_generation_prompt: bool) -> list[int]:
+    ids = tokenizer.apply_chat_template(
+        conversation, add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=False
+    )
+    if isinstance(ids, dict) or hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    return list(ids)
+
+
+def encode_example(tokenizer, system: str, article: str, answer: str) -> tuple[list[int], list[int]]:
+    """input_ids and labels for one article: labels are -100 on the prompt, the ids on the answer."""
+    prompt = messages(system, article)
+    prompt_ids = _chat_ids(tokenizer, prompt, add_generation_prompt=True)
+    full_ids = _chat_ids(tokenizer, prompt + [{"role": "assistant", "content": answer}], False)
+    if full_ids[: len(prompt_ids)] != prompt_ids:
+        raise JinmeiError(
+            "the chat template renders the prompt differently with and without the answer; "
+            "masking would be wrong (check the base model's chat template)"
+        )
+    labels = [IGNORE] * len(prompt_ids) + full_ids[len(prompt_ids) :]
+    return full_ids, labels
+
+
+def encode_rows(rows, tokenizer, system: str, fields: list[str], max_len: int, too_long: str):
+    """Tokenize contract rows; handle the ones over max_len explicitly and count them."""
+    report, examples = LengthReport(), []
+    for row in rows:
+        answer = answer_text(row["output"], fields)
+        text = row["text"]
+        input_ids, labels = encode_example(tokenizer, system, text, answer)
+        if len(input_ids) > max_len and too_long == "cut_article":
+            article_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            keep = len(article_ids) - (len(input_ids) - max_len)
+            while keep > 0 and len(input_ids) > max_len:
+                text = tokenizer.decode(article_ids[:keep])
+                input_ids, labels = encode_example(tokenizer, system, text, answer)
+                keep -= max(1, len(input_ids) - max_len)
+            report.cut += len(input_ids) <= max_len
+        if len(input_ids) > max_len:
+            report.skipped += 1
+            report.skipped_ids.append(row["id"])
+            continue
+        report.examples += 1
+        report.tokens += len(input_ids)
+        report.supervised_tokens += sum(1 for x in labels if x != IGNORE)
+        # length = the prompt's tokens only: grouping batches by a length that includes the answer sorts
+        # positives (long answers) apart from empties (short ones), and training on one-class batches
+        # ends "always positive" or "always empty" (docs/corpus.md "Length grouping")
+        examples.append({"input_ids": input_ids, "labels": labels, "length": labels.count(IGNORE)})
+    if not examples:
+        raise JinmeiError(
+            f"no training example fits base.max_seq_length={max_len}; raise base.max_seq_length "
+            f"or set train.too_long: cut_article"
+        )
+    return examples, report
+
+
+def draw_mixture(pos_rows, empty_rows, size: int | None, positive_ratio: float, rng: random.Random, key: str):
+    """A shuffled mixture with the asked positive share; size None = the largest the pools allow."""
+    if size is None:
+        if positive_ratio in (0.0, 1.0):
+            size = len(empty_rows) if positive_ratio == 0.0 else len(pos_rows)
+        else:
+            size = int(min(len(pos_rows) / positive_ratio, len(empty_rows) / (1 - positive_ratio)))
+    n_pos = round(size * positive_ratio)
+    n_empty = size - n_pos
+    if n_pos > len(pos_rows) or n_empty > len(empty_rows):
+        raise JinmeiError(
+            f"params.yaml: {key}.size={size} at positive_ratio={positive_ratio} needs {n_pos} positives and "
+            f"{n_empty} empties, the training pools hold {len(pos_rows)} and {len(empty_rows)}; "
+            f"lower {key}.size (or null for the largest mixture) or supply a larger corpus"
+        )
+    mixture = rng.sample(pos_rows, n_pos) + rng.sample(empty_rows, n_empty)
+    rng.shuffle(mixture)
+    return mixture
+
+
+def load_pools(splits_dir: Path):
+    return read_jsonl(splits_dir / "train_positive.jsonl"), read_jsonl(splits_dir / "train_empty.jsonl")

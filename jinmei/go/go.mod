@@ -1,0 +1,3 @@
+module jinmei/ollamarender
+
+go 1.19
