@@ -3,7 +3,7 @@
     python benchmarks/eval_throughput.py metrics/eval_throughput.json [--n 40] [--max-new-tokens 32]
 
 Rows: naive = one `create_chat_completion` per article from a fresh state; library cache = the same calls
-without the reset (llama-cpp-python's own longest-prefix reuse); engine = stages.llm as eval runs it
+without the reset (llama-cpp-python's own longest-prefix reuse); engine = jinmei.engine as eval runs it
 (params `eval`), plus variants (workers, batched decode). Every row reports how many answers are identical
 to the naive ones (docs/metrics.md "Throughput"). With the untrained bundled model the answers run to the
 token limit, so keep --max-new-tokens near what a trained model writes (a one-person answer is ~70 tokens,
@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from stages import llm  # noqa: E402
+from jinmei import engine as llm  # noqa: E402
+from jinmei.basemodel import bundled_gguf_path  # noqa: E402
 from jinmei.errors import JinmeiError, load_params, read_jsonl, run_main, write_json  # noqa: E402
 from jinmei.prompt import messages  # noqa: E402
 
@@ -63,8 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         gguf = args.gguf or llm.gguf_path(params)
     except JinmeiError:
-        gguf = llm.bundled_gguf()
-    trained = gguf.resolve() != llm.bundled_gguf().resolve()
+        gguf = bundled_gguf_path()
+    trained = gguf.resolve() != bundled_gguf_path().resolve()
     max_new = args.max_new_tokens or (ev["max_new_tokens"] if trained else 32)
     if not args.articles.exists():
         raise JinmeiError(f"{args.articles}: not found; run `dvc repro split` or pass --articles")

@@ -30,7 +30,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from jinmei.errors import JinmeiError, load_params, run_main, set_offline_env, write_json  # noqa: E402
+from jinmei.errors import JinmeiError, run_main  # noqa: E402
+from jinmei.files import write_json  # noqa: E402
+from jinmei.params import as_dict, load_all  # noqa: E402
+from jinmei.runtime import set_offline_env  # noqa: E402
+from jinmei.training import LoraSpec, load_model, sft_config  # noqa: E402
 
 # Real architectures' shapes (Qwen2.5 config.json values); "tiny" is for CPU smoke tests only.
 SHAPES = {
@@ -191,30 +195,17 @@ def build(args) -> None:
     print(f"built {args.shape}: {n / 1e9:.3f}B params, random bf16 weights, {time.perf_counter() - t0:.0f} s -> {folder}")
 
 
-# ---------------------------------------------------------------- the two backends
-def load_backend(backend: str, folder: str, lora: dict, max_len: int, device: str, seed: int):
-    import torch
+# ---------------------------------------------------------------- the stages' own model and trainer set-up
+# What differs from a stage's run, on purpose, and printed with every result: fixed steps on planned batches.
+BENCH_OVERRIDES = {"lr_scheduler_type": "constant", "warmup_steps": 0, "train_sampling_strategy": "sequential",
+                   "logging_steps": 10_000}
 
-    if backend == "unsloth":
-        from unsloth import FastLanguageModel  # must come before transformers/peft/trl
 
-        model, tok = FastLanguageModel.from_pretrained(
-            model_name=folder, max_seq_length=max_len, dtype=torch.bfloat16, load_in_4bit=False,
-            load_in_8bit=False, full_finetuning=False, fix_tokenizer=False)
-        model = FastLanguageModel.get_peft_model(
-            model, r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-            target_modules=list(lora["target_modules"]), bias="none",
-            use_gradient_checkpointing="unsloth", random_state=seed, max_seq_length=max_len)
-        return model, tok
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16, attn_implementation="sdpa",
-                                                 device_map={"": device})
-    model = get_peft_model(model, LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                                             target_modules=list(lora["target_modules"]), bias="none",
-                                             task_type="CAUSAL_LM"))
-    return model, AutoTokenizer.from_pretrained(folder)
+def load_backend(backend: str, folder: str, params, max_len: int, seed: int):
+    """jinmei.training.load_model, exactly as sanity/stage1/stage2 call it (lora and train sections of params)."""
+    lora = params.lora
+    spec = LoraSpec(int(lora.r), int(lora.alpha), float(lora.dropout), list(lora.target_modules))
+    return load_model(Path(folder), backend, spec, max_len, seed, params.train.gradient_checkpointing)
 
 
 def body_matmul_params(model) -> tuple[int, int]:
@@ -293,22 +284,16 @@ class CollatorProbe:
         return out
 
 
-def train_steps(backend, model, tok, ids, labels, batch, n_steps, max_len, device, seed):
+def train_steps(backend, model, tok, ids, labels, batch, n_steps, params, device, seed):
     """Train n_steps on rows in the given order (sequential sampler); returns (durations, collated batches)."""
     import torch
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     on_gpu = device != "cpu"
-    cfg = SFTConfig(
-        output_dir=f"/tmp/jinmei-bench-run-{backend}", per_device_train_batch_size=batch,
-        gradient_accumulation_steps=1, max_steps=n_steps, learning_rate=2e-4, lr_scheduler_type="constant",
-        warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch_fused" if on_gpu else "adamw_torch",
-        bf16=on_gpu, gradient_checkpointing=backend == "hf", max_length=max_len, packing=False, padding_free=False,
-        completion_only_loss=True, train_sampling_strategy="sequential", dataloader_num_workers=0,
-        logging_steps=10_000, save_strategy="no", report_to="none", disable_tqdm=True, seed=seed,
-        dataset_num_proc=None, use_cpu=not on_gpu)
-    ds = Dataset.from_dict({"input_ids": ids, "labels": labels})
+    cfg = sft_config(params.train, seed, backend, 1, output_dir=f"/tmp/jinmei-bench-run-{backend}", lr=params.stage1.lr,
+                     steps=n_steps, per_device=batch, accum=1, save=False, **BENCH_OVERRIDES)
+    ds = Dataset.from_dict({"input_ids": ids, "labels": labels, "length": [len(x) for x in ids]})
     trainer = SFTTrainer(model=model, processing_class=tok, train_dataset=ds, args=cfg)
     probe = CollatorProbe(trainer.data_collator)
     trainer.data_collator = probe
@@ -342,7 +327,10 @@ def is_oom(exc: BaseException) -> bool:
 def bench(args) -> None:
     set_offline_env()
     t_start = time.perf_counter()
-    lora = load_params()["lora"]
+    params = load_all(args.params)
+    lora = as_dict(params.lora)
+    print(f"[{args.backend}] the stages' load_model + sft_config from {args.params}; overrides {BENCH_OVERRIDES}, "
+          "per-device batch swept, no accumulation")
     if args.backend == "unsloth":
         import unsloth  # noqa: F401  (patches transformers/peft/trl; must be first)
     import torch
@@ -364,7 +352,7 @@ def bench(args) -> None:
         raise JinmeiError(f"synthetic rows reach {lengths.max()} tokens > --max-seq-length {args.max_seq_length}: "
                           "lower --chars-max or raise --max-seq-length (rows are never truncated)")
     t0 = time.perf_counter()
-    model, tok = load_backend(args.backend, args.dir, lora, args.max_seq_length, device, args.seed)
+    model, tok = load_backend(args.backend, args.dir, params, args.max_seq_length, args.seed)
     load_s = time.perf_counter() - t0
     n_body, n_head = body_matmul_params(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -378,6 +366,8 @@ def bench(args) -> None:
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
                      "trl": trl.__version__, "unsloth": _version("unsloth"), "python": platform.python_version()},
         "lora": lora, "max_seq_length": args.max_seq_length, "attn_implementation": attn,
+        "params": str(args.params), "overrides": BENCH_OVERRIDES,
+        "gradient_checkpointing": params.train.gradient_checkpointing,
         "gradient_checkpointing": "unsloth (offloaded)" if args.backend == "unsloth" else "transformers (recompute)",
         "n_body_params": n_body, "n_lm_head_params": n_head, "trainable_params": trainable,
         "flops_formula": "6 * N_body * non-pad tokens (N_body = decoder Linear weights, no embeddings, no lm_head)",
@@ -398,8 +388,7 @@ def bench(args) -> None:
     # Compile / autotune warm-up (Unsloth compiles every decoder block on its first step): 3 steps of mixed length.
     warm = epoch_batches(lengths, 1, "random", args)[:3]
     t0 = time.perf_counter()
-    durations, _ = train_steps(args.backend, model, tok, *rows_of(warm), 1, len(warm), args.max_seq_length,
-                               device, args.seed)
+    durations, _ = train_steps(args.backend, model, tok, *rows_of(warm), 1, len(warm), params, device, args.seed)
     result["warmup"] = {"steps_s": durations, "total_s": time.perf_counter() - t0}
     print(f"[{args.backend}] warm-up steps: {', '.join(f'{d:.1f}' for d in durations)} s")
     write_json(out, result)
@@ -428,7 +417,7 @@ def bench(args) -> None:
         status = None
         try:
             durations, seen = train_steps(args.backend, model, tok, *rows_of(batches), batch, len(batches),
-                                          args.max_seq_length, device, args.seed)
+                                          params, device, args.seed)
         except Exception as exc:  # noqa: BLE001  an OOM ends the sweep for this order; anything else is recorded
             status = "oom" if is_oom(exc) else f"error: {type(exc).__name__}: {str(exc)[:400]}"
         if status:  # outside the except block, so the traceback (and the tensors it holds) is already gone
@@ -618,6 +607,9 @@ def main(argv=None) -> None:
     r.add_argument("--warmup", type=int, default=2, help="untimed steps per point (the first is the longest batch)")
     r.add_argument("--steps", type=int, default=6, help="timed steps per point")
     r.add_argument("--max-seq-length", type=int, default=4096)
+    r.add_argument("--params", type=Path, default=Path("params.yaml"),
+                   help="lora and train sections as the stages read them (e.g. params.yaml after applying "
+                        "profiles/production.yaml)")
     r.add_argument("--time-budget", type=float, default=1e9, help="seconds; later points are skipped past it")
     r.add_argument("--spec-tflops", type=float, default=None, help="default: 989 for H100/H200 (dense bf16)")
     r.add_argument("--device", default="auto")

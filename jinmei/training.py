@@ -278,6 +278,51 @@ def _sort_target_modules(config_file: Path) -> None:
         config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+def sft_config(tp, seed: int, backend: str, world: int, *, output_dir: Path | str, lr: float, steps: int,
+               per_device: int, accum: int, save: bool, **overrides):
+    """The TRL SFTConfig every training stage runs (tp: the train section); benchmarks pass explicit overrides."""
+    import torch
+    from trl import SFTConfig
+
+    on_gpu = torch.cuda.is_available()
+    values = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=accum,
+        max_steps=steps,
+        learning_rate=lr,
+        lr_scheduler_type=tp.lr_scheduler,
+        warmup_steps=float(tp.warmup_ratio),
+        weight_decay=float(tp.weight_decay),
+        max_grad_norm=float(tp.max_grad_norm),
+        logging_steps=1,
+        save_strategy="steps" if save else "no",
+        save_steps=int(tp.save_steps),
+        save_total_limit=1,
+        report_to="none",
+        disable_tqdm=True,
+        seed=seed,
+        data_seed=seed,
+        bf16=on_gpu,
+        use_cpu=not on_gpu,
+        max_length=None,  # lengths were handled in encode_rows: nothing is cut behind our back
+        packing=False,
+        padding_free=False,
+        train_sampling_strategy="group_by_length" if tp.group_by_length else "random",
+        length_column_name="length",
+        remove_unused_columns=False,  # keeps "length" for the sampler; the collator reads only ids and labels
+        loss_type=tp.loss_type if backend == "hf" else "nll",  # Unsloth fuses its own loss
+        dataloader_num_workers=0,
+        include_num_input_tokens_seen="non_padding",
+        gradient_checkpointing=False,  # set on the model in load_model (Unsloth manages its own)
+        ddp_find_unused_parameters=False if world > 1 else None,
+    )
+    unknown = set(overrides) - set(values)
+    if unknown:
+        raise ValueError(f"sft_config: {sorted(unknown)} are not settings the stages make")
+    return SFTConfig(**{**values, **overrides})
+
+
 def train(job: TrainJob, out_dir: Path) -> dict[str, Any]:
     """Train one LoRA run and save the adapter atomically to out_dir; returns its metrics."""
     import torch
@@ -309,42 +354,11 @@ def train(job: TrainJob, out_dir: Path) -> dict[str, Any]:
               f"{per_device} x {accum} accumulation x {world} -> {steps} optimizer steps"
               + (f", resuming from {resume_from.name}" if resume_from else ""), flush=True)
 
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
-    on_gpu = torch.cuda.is_available()
     scratch_dir = out_dir.parent / f".{out_dir.name}-scratch"  # Trainer wants an output_dir even when it saves nothing
-    config = SFTConfig(
-        output_dir=str(job.checkpoint_dir or scratch_dir),
-        per_device_train_batch_size=per_device,
-        gradient_accumulation_steps=accum,
-        max_steps=steps,
-        learning_rate=job.lr,
-        lr_scheduler_type=tp.lr_scheduler,
-        warmup_steps=float(tp.warmup_ratio),
-        weight_decay=float(tp.weight_decay),
-        max_grad_norm=float(tp.max_grad_norm),
-        logging_steps=1,
-        save_strategy="steps" if job.checkpoint_dir else "no",
-        save_steps=int(tp.save_steps),
-        save_total_limit=1,
-        report_to="none",
-        disable_tqdm=True,
-        seed=seed,
-        data_seed=seed,
-        bf16=on_gpu,
-        use_cpu=not on_gpu,
-        max_length=None,  # lengths were handled in encode_rows: nothing is cut behind our back
-        packing=False,
-        padding_free=False,
-        train_sampling_strategy="group_by_length" if tp.group_by_length else "random",
-        length_column_name="length",
-        remove_unused_columns=False,  # keeps "length" for the sampler; the collator reads only ids and labels
-        loss_type=tp.loss_type if backend == "hf" else "nll",  # Unsloth fuses its own loss
-        dataloader_num_workers=0,
-        include_num_input_tokens_seen="non_padding",
-        gradient_checkpointing=False,  # set on the model in load_model (Unsloth manages its own)
-        ddp_find_unused_parameters=False if world > 1 else None,
-    )
+    config = sft_config(tp, seed, backend, world, output_dir=job.checkpoint_dir or scratch_dir, lr=job.lr,
+                        steps=steps, per_device=per_device, accum=accum, save=job.checkpoint_dir is not None)
     callback = _callbacks(job.live_dir, steps, job.label, resume=resume_from is not None)
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(examples),
                          processing_class=tokenizer, callbacks=[callback])

@@ -8,11 +8,15 @@ from collections import Counter
 import pytest
 import yaml
 
+from jinmei.params import read_yaml
+from tiny_repo import ROOT, deep_merge
+
 from jinmei import demo
 from stages import demo as demo_stage
 from jinmei.errors import JinmeiError
 from jinmei.corpus import load_corpus
 
+COMMITTED = read_yaml(ROOT / "params.yaml")
 ROWS = demo.generate(1000, 0.2, seed=11)
 POSITIVES = [r for r in ROWS if r["output"]["persons"]]
 EMPTIES = [r for r in ROWS if not r["output"]["persons"]]
@@ -78,7 +82,7 @@ def test_lengths_do_not_give_the_label_away():
 def test_cli_writes_a_valid_corpus(tmp_path, monkeypatch):
     params = {"seed": 5, "demo": {"n_articles": 300, "positive_share": 0.1, "min_chars": 60, "max_chars": 160},
               "schema": {"fields": ["name", "act", "address", "signature"]}}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(deep_merge(COMMITTED, params)))
     monkeypatch.setenv("JINMEI_PARAMS", str(tmp_path / "params.yaml"))
     out = tmp_path / "data" / "demo" / "corpus.jsonl"
     demo_stage.main(["--out", str(out)])
@@ -93,6 +97,7 @@ def test_cli_writes_a_valid_corpus(tmp_path, monkeypatch):
 def test_cli_subset_of_fields_and_refusal(tmp_path, monkeypatch):
     params = {"seed": 5, "demo": {"n_articles": 50, "positive_share": 0.5, "min_chars": 60, "max_chars": 160}, "schema": {"fields": ["name", "act"]}}
     path = tmp_path / "params.yaml"
+    params = deep_merge(COMMITTED, params)
     path.write_text(yaml.safe_dump(params))
     monkeypatch.setenv("JINMEI_PARAMS", str(path))
     out = tmp_path / "c.jsonl"

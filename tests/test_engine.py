@@ -9,7 +9,8 @@ import pytest
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from jinmei.errors import JinmeiError
-from jinmei.engine import (Engine, answer_grammar, answer_grammar_text, bundled_gguf, complete_all, load_llama,
+from jinmei.basemodel import bundled_gguf_path as bundled_gguf
+from jinmei.engine import (Engine, answer_grammar, answer_grammar_text, complete_all, load_llama,
                         naive_complete, render_prompt)
 from jinmei.engine import same_answer as llm_same_answer
 from jinmei.scoring import judge
@@ -142,11 +143,14 @@ def test_batched_decode_runs_and_is_deterministic(gguf):
 def predict_params(tmp_path, monkeypatch):
     import yaml
 
+    from jinmei.params import read_yaml
+    from tiny_repo import ROOT, deep_merge
 
     params = {"schema": {"fields": FIELDS}, "prompt": {"system": SYSTEM}, "quantize": {"name": "x", "type": "Q4_K_M"},
               "eval": {"max_new_tokens": 80, "grammar": False, "n_ctx": 1024, "n_threads": 2}}
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
+    path.write_text(yaml.safe_dump(deep_merge(read_yaml(ROOT / "params.yaml"), params), allow_unicode=True),
+                    encoding="utf-8")
     monkeypatch.setenv("JINMEI_PARAMS", str(path))
     return path
 

@@ -2,7 +2,7 @@
 import pytest
 
 from jinmei.prompt import answer_text
-from jinmei.training import IGNORE, encode_example, encode_rows
+from jinmei.examples import IGNORE, encode_example, encode_rows
 
 ROWS = [
     {"id": "p1", "text": "東京都新宿区の会社員、山田太郎容疑者（45）が逮捕された。",
@@ -87,9 +87,9 @@ def test_length_grouping_sees_the_prompt_not_the_answer(tiny_base, params, tmp_p
     empty = {"id": "e2", "text": positive["text"], "output": {"persons": []}}
     p = copy.deepcopy(params)
     p["train"].update(group_by_length=True, global_batch=2, per_device_batch=2)
-    job = train_mod.TrainJob(label="t", base_dir=tiny_base, rows=[positive, empty, ROWS[1]], params=p, lr=1e-3,
-                             epochs=None, steps=1, lora_dropout=None, init_adapter=None, checkpoint_dir=None,
-                             live_dir=None)
+    from jinmei.params import parse
+
+    job = train_mod.job_for(parse(p), "t", tiny_base, [positive, empty, ROWS[1]], 1e-3, steps=1)
     train_mod.train(job, tmp_path / "adapter")
     lengths = list(seen["lengths"])
     assert lengths[0] == lengths[1] != lengths[2], lengths

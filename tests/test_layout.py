@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("demo", "split", "base", "sanity", "stage1", "stage2", "merge", "quantize", "eval")
+STAGES = tuple(yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"])
 # Modules that can only refuse a run (or print its error): editing them never changes an output, so no stage
 # depends on them. jinmei.params passes params.yaml's values through unchanged (every key must be present).
 REFUSE_ONLY = {"jinmei.params", "jinmei.preflight", "jinmei.errors"}
@@ -56,6 +56,12 @@ def test_stages_folder_holds_only_entry_points():
         imported = imports_of(f"stages.{stage}")
         assert not any(m.startswith("stages.") for m in imported), f"stages/{stage}.py imports another entry point"
         assert len(module_file(f"stages.{stage}").read_text().splitlines()) <= 45, f"stages/{stage}.py is not short"
+
+
+def test_params_knows_the_stages_in_dvc_yaml_order():
+    from jinmei.params import STAGES as ordered
+
+    assert ordered == STAGES
 
 
 def test_package_files_hold_no_code():

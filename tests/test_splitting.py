@@ -11,9 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from jinmei.params import read_yaml
+from tiny_repo import deep_merge
+
 from jinmei import splitting as split
 from stages import split as split_stage
-from jinmei.errors import JinmeiError, write_jsonl
+from jinmei.errors import JinmeiError
+from jinmei.files import write_jsonl
 from jinmei.demo import generate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,7 +28,7 @@ SPLIT = {"dev_all_size": 100, "dev_all_positive_share": 0.2, "dev_positive_size"
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     """A tmp repository root with its own params.yaml and a 600-article demo corpus (25% positive)."""
-    params = {"seed": 7, "schema": {"fields": ["name", "act", "address", "signature"]}, "split": dict(SPLIT)}
+    params = deep_merge(read_yaml(REPO / "params.yaml"), {"seed": 7, "split": dict(SPLIT)})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     monkeypatch.setenv("JINMEI_PARAMS", str(tmp_path / "params.yaml"))
     monkeypatch.chdir(tmp_path)

@@ -32,7 +32,7 @@ def unsloth_model(tiny_base, params):
 def test_same_examples_and_masks_as_plain_backend(unsloth_model, tiny_base, params):
     from transformers import AutoTokenizer
 
-    from jinmei.training import encode_rows
+    from jinmei.examples import encode_rows
 
     _, unsloth_tok = unsloth_model
     plain_tok = AutoTokenizer.from_pretrained(tiny_base)
@@ -45,7 +45,7 @@ def test_fresh_adapter_loss_matches_plain_model(unsloth_model, tiny_base, params
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from jinmei.training import encode_rows
+    from jinmei.examples import encode_rows
 
     model, tok = unsloth_model
     examples, _ = encode_rows(ROWS, tok, params["prompt"]["system"], params["schema"]["fields"], 1024, "skip")

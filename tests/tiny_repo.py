@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("demo", "split", "base", "sanity", "stage1", "stage2", "merge", "quantize", "eval")
+STAGES = tuple(yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"])
 # Not copied: other runs' results, the main repository's lock and metrics (the tiny repo makes its own).
 EXCLUDED = (re.compile(r"^benchmarks/results/"), re.compile(r"^dvc\.lock$"), re.compile(r"^metrics/"))
 
