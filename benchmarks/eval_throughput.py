@@ -12,7 +12,6 @@ an empty one 6).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -26,8 +25,10 @@ from rich.table import Table  # noqa: E402
 
 from jinmei import engine as llm  # noqa: E402
 from jinmei.basemodel import bundled_gguf_path  # noqa: E402
-from jinmei.errors import JinmeiError, load_params, read_jsonl, run_main, write_json  # noqa: E402
-from jinmei.prompt import messages  # noqa: E402
+from jinmei import chat  # noqa: E402
+from jinmei.errors import JinmeiError, run_main  # noqa: E402
+from jinmei.files import read_jsonl, write_json  # noqa: E402
+from jinmei.params import load_all  # noqa: E402
 
 
 def row(name: str, answers: list[llm.Completion], seconds: float, reference, max_new: int, **extra):
@@ -58,26 +59,31 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-new-tokens", type=int, help="default: eval.max_new_tokens for a trained GGUF, 32 for the base")
     ap.add_argument("--batch-size", type=int, default=8, help="for the batched-decode row")
     args = ap.parse_args(argv)
-    params = load_params()
-    ev = params["eval"]
-    system = params["prompt"]["system"]
+    params = load_all()
+    ev = params.eval
+    system = params.prompt.system
     try:
-        gguf = args.gguf or llm.gguf_path(params)
+        gguf = args.gguf or llm.gguf_path(params.quantize)
     except JinmeiError:
         gguf = bundled_gguf_path()
     trained = gguf.resolve() != bundled_gguf_path().resolve()
-    max_new = args.max_new_tokens or (ev["max_new_tokens"] if trained else 32)
+    max_new = args.max_new_tokens or (ev.max_new_tokens if trained else 32)
     if not args.articles.exists():
         raise JinmeiError(f"{args.articles}: not found; run `dvc repro split` or pass --articles")
     articles = [r["text"] for r in read_jsonl(args.articles)][: args.n]
-    threads = ev["n_threads"]
+    threads = ev.n_threads
     console = Console(width=150)
     console.print(f"[bold]eval throughput[/]: {len(articles)} articles, {gguf.name}, max_new_tokens={max_new}, "
                   f"{threads} threads, {llm.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     load_start = os.getloadavg()[0]
     results = []
 
-    model = llm.load_llama(gguf, n_ctx=ev["n_ctx"], n_threads=threads)
+    model = llm.load_llama(gguf, n_ctx=ev.n_ctx, n_threads=threads)
+    fmt = llm.GgufChat(model).fmt
+
+    def messages(system, article):
+        return chat.messages(fmt, system, article)
+
     model.create_chat_completion(messages(system, "warm-up"), max_tokens=1, temperature=0.0)
     naive, secs = timed(lambda: [llm.naive_complete(model, system, a, max_new) for a in articles])
     results.append(row("naive (fresh state per article)", naive, secs, None, max_new, workers=1, threads=threads))
@@ -94,16 +100,16 @@ def main(argv: list[str] | None = None) -> None:
     model.reset()
     answers, secs = timed(library_cache)
     results.append(row("library prefix cache (no reset)", answers, secs, naive, max_new, workers=1, threads=threads))
-    del model
+    model.close()
 
-    variants = [("engine, as params eval", ev["workers"], ev["batch_size"])]
-    if threads >= 2 and ev["workers"] != 2:
+    variants = [("engine, as params eval", ev.workers, ev.batch_size)]
+    if threads >= 2 and ev.workers != 2:
         variants.append(("engine, 2 workers x 1 thread", 2, 1))
     variants.append((f"engine, batched decode x{args.batch_size} (not bitwise)", 1, args.batch_size))
     if threads >= 2:
         variants.append((f"engine, 2 workers x batched x{args.batch_size} (not bitwise)", 2, args.batch_size))
     for name, workers, batch in variants:
-        answers, secs = timed(lambda: llm.complete_all(gguf, system, articles, n_ctx=ev["n_ctx"], n_threads=threads,
+        answers, secs = timed(lambda: llm.complete_all(gguf, system, articles, n_ctx=ev.n_ctx, n_threads=threads,
                                                        workers=workers, max_new_tokens=max_new, batch_size=batch))
         results.append(row(name, answers, secs, naive, max_new, workers=workers, threads=threads, batch_size=batch))
 

@@ -367,7 +367,7 @@ def bench(args) -> None:
                      "trl": trl.__version__, "unsloth": _version("unsloth"), "python": platform.python_version()},
         "lora": lora, "max_seq_length": args.max_seq_length, "attn_implementation": attn,
         "params": str(args.params), "overrides": BENCH_OVERRIDES,
-        "gradient_checkpointing": params.train.gradient_checkpointing,
+        "train_gradient_checkpointing": params.train.gradient_checkpointing,
         "gradient_checkpointing": "unsloth (offloaded)" if args.backend == "unsloth" else "transformers (recompute)",
         "n_body_params": n_body, "n_lm_head_params": n_head, "trainable_params": trainable,
         "flops_formula": "6 * N_body * non-pad tokens (N_body = decoder Linear weights, no embeddings, no lm_head)",

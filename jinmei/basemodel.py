@@ -221,5 +221,20 @@ def materialise(spec: str, out_dir: Path, save_dtype: str = "bfloat16", trust_re
         _save(model, tokenizer, out_dir, save_dtype)
 
 
+def load_tokenizer(spec: str, trust_remote_code: bool = False):
+    """The tokenizer `materialise` will save for base.model, loaded alone (seconds): for the pre-flight checks."""
+    if spec == TINY:
+        return smollm2_tokenizer()
+    if spec.startswith("bundled:"):
+        return smollm2_tokenizer(bundled_gguf_path(spec))
+    from transformers import AutoTokenizer
+
+    name = str(Path(spec).expanduser()) if Path(spec).expanduser().is_dir() else spec
+    try:
+        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise JinmeiError(f"params.yaml base.model: cannot load the tokenizer of '{spec}': {e}") from e
+
+
 def folder_size(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())

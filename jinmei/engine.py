@@ -19,8 +19,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from jinmei import chat
 from jinmei.errors import JinmeiError
-from jinmei.prompt import messages
 
 REUSE_ALIGN = 4   # cached-prefix lengths are multiples of this (see Engine._align_cache)
 
@@ -33,13 +33,6 @@ class Completion:
     truncated: bool               # hit max_new_tokens before the end-of-turn token: a failure, never an answer
     seconds: float = 0.0          # wall time from the article's first decode to its last (overlaps in a batch)
     tokens: list[int] = field(default_factory=list, repr=False)
-
-
-def render_prompt(system: str, article: str) -> str:
-    """SmolLM2's ChatML, byte for byte what training and the GGUF's template render."""
-    return (f"<|im_start|>system\n{system}<|im_end|>\n"
-            f"<|im_start|>user\n{article}<|im_end|>\n"
-            f"<|im_start|>assistant\n")
 
 
 def gguf_path(quantize, gguf_dir: Path | str = "models/gguf") -> Path:
@@ -86,10 +79,12 @@ def load_llama(gguf: Path | str, *, n_ctx: int, n_threads: int):
 
 
 def naive_complete(llm, system: str, article: str, max_new_tokens: int, grammar=None) -> Completion:
-    """The reference: one chat completion per article from a fresh state (no cache reuse)."""
+    """The reference: one chat completion per article from a fresh state (no cache reuse), llama-cpp-python
+    rendering the GGUF's own template (an article without special-token strings: the same prompt ids)."""
     llm.reset()
     start = time.perf_counter()
-    reply = llm.create_chat_completion(messages(system, article), temperature=0.0,
+    fmt = GgufChat(llm).fmt
+    reply = llm.create_chat_completion(chat.messages(fmt, system, article), temperature=0.0,
                                        max_tokens=max_new_tokens, grammar=grammar)
     choice = reply["choices"][0]
     return Completion(text=choice["message"]["content"] or "", prompt_tokens=reply["usage"]["prompt_tokens"],
@@ -103,6 +98,43 @@ def same_answer(reference: Completion, fast: Completion, max_new_tokens: int) ->
     if not reference.truncated:
         return not fast.truncated and fast.text == reference.text
     return fast.truncated and fast.generated_tokens == max_new_tokens and reference.text.startswith(fast.text)
+
+
+class GgufChat:
+    """The GGUF's own chat template and tokenizer, as llama.cpp serves them: the prompt rendered by the template
+    stored in the GGUF, cut at its control tokens, the article tokenized as text (jinmei.chat)."""
+
+    def __init__(self, llm):
+        import llama_cpp
+
+        self.llm, vocab = llm, llm._model.vocab
+        template = llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise JinmeiError("the GGUF has no tokenizer.chat_template; rerun `dvc repro quantize`")
+        self.bos_id, eos_id = llama_cpp.llama_vocab_bos(vocab), llama_cpp.llama_vocab_eos(vocab)
+        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
+        self.specials = [self.piece(i) for i in range(llm.n_vocab())
+                         if llama_cpp.llama_vocab_get_attr(vocab, i) & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL]
+        self.fmt = chat.format_of(template, self.piece(self.bos_id) if self.bos_id >= 0 else None,
+                                  self.piece(eos_id) if eos_id >= 0 else None)
+
+    def piece(self, token: int) -> str:
+        import llama_cpp
+
+        return llama_cpp.llama_vocab_get_text(self.llm._model.vocab, token).decode("utf-8", errors="replace")
+
+    def prompt_ids(self, system: str, article: str) -> list[int]:
+        text = chat.prompt_text(self.fmt, system, article)
+        bos = self.fmt.bos_token
+        if self.add_bos and bos and text.startswith(bos):  # llama.cpp adds it; the render's copy would be a second
+            text = text[len(bos):]
+        ids = [self.bos_id] if self.add_bos else []
+        for piece, special in chat.pieces(text, self.specials, chat.contents(self.fmt, system, article)):
+            got = self.llm.tokenize(piece.encode("utf-8"), add_bos=False, special=special)
+            if special and len(got) != 1:
+                raise JinmeiError(f"llama.cpp does not know {piece!r} as one control token")
+            ids += got
+        return ids
 
 
 @dataclass
@@ -135,12 +167,12 @@ class Engine:
         self.n_batch = n_batch              # tokens per llama_decode in batched mode (prompt chunks + answers)
         self.vocab = self.llm._model.vocab
         self.n_vocab = self.llm.n_vocab()
+        self.chat = GgufChat(self.llm)
         self._ctx = None
         self._prefix: list[int] = []
 
     def tokenize(self, system: str, article: str) -> list[int]:
-        # add_bos=True means "as the model's metadata says", exactly what create_completion does
-        return self.llm.tokenize(render_prompt(system, article).encode("utf-8"), add_bos=True, special=True)
+        return self.chat.prompt_ids(system, article)
 
     def text(self, tokens: list[int]) -> str:
         return self.llm.detokenize(tokens).decode("utf-8", errors="ignore")
@@ -366,4 +398,4 @@ def cpu_count() -> int:
 
 
 __all__ = ["Completion", "Engine", "answer_grammar", "answer_schema", "complete_all",
-           "gguf_path", "load_llama", "naive_complete", "render_prompt", "same_answer"]
+           "gguf_path", "load_llama", "naive_complete", "same_answer", "GgufChat"]

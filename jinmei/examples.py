@@ -9,9 +9,10 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jinmei import chat
 from jinmei.errors import JinmeiError
 from jinmei.files import read_jsonl
-from jinmei.prompt import answer_text, messages
+from jinmei.prompt import answer_text
 
 IGNORE = -100
 
@@ -26,27 +27,20 @@ class LengthReport:
     skipped_ids: list[str] = field(default_factory=list)
 
 
-def _chat_ids(tokenizer, conversation: list[dict[str, str]], add_generation_prompt: bool) -> list[int]:
-    ids = tokenizer.apply_chat_template(
-        conversation, add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=False
-    )
-    if isinstance(ids, dict) or hasattr(ids, "keys"):
-        ids = ids["input_ids"]
-    return list(ids)
+def chat_format_of(tokenizer) -> chat.ChatFormat:
+    """The tokenizer's chat format, worked out once per tokenizer object."""
+    fmt = getattr(tokenizer, "_jinmei_chat_format", None)
+    if fmt is None:
+        fmt = chat.chat_format(tokenizer)
+        tokenizer._jinmei_chat_format = fmt
+    return fmt
 
 
 def encode_example(tokenizer, system: str, article: str, answer: str) -> tuple[list[int], list[int]]:
-    """input_ids and labels for one article: labels are -100 on the prompt, the ids on the answer."""
-    prompt = messages(system, article)
-    prompt_ids = _chat_ids(tokenizer, prompt, add_generation_prompt=True)
-    full_ids = _chat_ids(tokenizer, prompt + [{"role": "assistant", "content": answer}], False)
-    if full_ids[: len(prompt_ids)] != prompt_ids:
-        raise JinmeiError(
-            "the chat template renders the prompt differently with and without the answer; "
-            "masking would be wrong (check the base model's chat template)"
-        )
-    labels = [IGNORE] * len(prompt_ids) + full_ids[len(prompt_ids) :]
-    return full_ids, labels
+    """input_ids and labels for one article: -100 on the prompt; the answer's ids and the template's end-of-turn
+    token supervised (jinmei.chat: the template renders, article text never becomes a control token)."""
+    enc = chat.encode(tokenizer, chat_format_of(tokenizer), system, article, answer)
+    return enc.input_ids, [IGNORE] * enc.n_prompt + enc.input_ids[enc.n_prompt:]
 
 
 def encode_rows(rows, tokenizer, system: str, fields: list[str], max_len: int, too_long: str):
@@ -57,7 +51,7 @@ def encode_rows(rows, tokenizer, system: str, fields: list[str], max_len: int, t
         text = row["text"]
         input_ids, labels = encode_example(tokenizer, system, text, answer)
         if len(input_ids) > max_len and too_long == "cut_article":
-            article_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            article_ids = tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
             keep = len(article_ids) - (len(input_ids) - max_len)
             while keep > 0 and len(input_ids) > max_len:
                 text = tokenizer.decode(article_ids[:keep])

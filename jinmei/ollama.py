@@ -80,6 +80,7 @@ class Family:
     trims: str = ""                     # "strip"/"rstrip": HF trims content (Go cannot): pre-trim it
     system_forbids: tuple[str, ...] = ()  # substrings the HF template rewrites in a system prompt
     notes: str = ""
+    adds_bos: bool = False              # the go_template assumes llama.cpp adds the template's BOS (vocab default)
 
     @property
     def template_kwargs(self) -> dict[str, Any]:
@@ -97,6 +98,7 @@ _CHATML_STOPS = ("<|im_start|>", "<|im_end|>")
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family(
         name="llama3",
+        adds_bos=True,
         go_template=(
             "<|start_header_id|>system<|end_header_id|>\n\n"
             "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
@@ -118,6 +120,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
               "HF trims system and content."),
     Family(
         name="gemma4",
+        adds_bos=True,
         go_template=(
             '{{- range .Messages }}{{ if eq .Role "assistant" }}<|turn>model\n'
             "{{ else }}<|turn>{{ .Role }}\n{{ end }}{{ .Content }}<turn|>\n"
@@ -131,6 +134,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
               "thought channel. HF trims system and content."),
     Family(
         name="gemma",
+        adds_bos=True,
         go_template=(
             '{{- $prefix := "" }}{{ range $i, $m := .Messages }}'
             '{{ if and (eq $i 0) (eq $m.Role "system") }}{{ $prefix = printf "%s\\n\\n" $m.Content }}'
@@ -148,6 +152,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
               "merged form. HF trims content (not the system text)."),
     Family(
         name="mistral-system-prompt",
+        adds_bos=True,
         go_template=(
             '{{- range .Messages }}{{ if eq .Role "system" }}[SYSTEM_PROMPT]{{ .Content }}[/SYSTEM_PROMPT]'
             '{{ else if eq .Role "user" }}[INST]{{ .Content }}[/INST]'
@@ -160,6 +165,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
         notes="No generation prompt: the model writes right after [/INST]."),
     Family(
         name="mistral",
+        adds_bos=True,
         go_template=(
             '{{- range $i, $m := .Messages }}{{ if eq $m.Role "user" }}[INST]'
             '{{ if and (eq (len (slice $.Messages $i)) 1) (eq (index $.Messages 0).Role "system") }}'
@@ -183,6 +189,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
         verified=("microsoft/phi-4 (hub template text; not vendored by llama.cpp)",)),
     Family(
         name="phi3",
+        adds_bos=True,
         go_template=(
             '{{- range .Messages }}{{ if or (and (eq .Role "system") .Content) (eq .Role "user") '
             '(eq .Role "assistant") }}<|{{ .Role }}|>\n{{ .Content }}<|end|>\n{{ end }}{{ end }}'
@@ -205,6 +212,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
         notes="Granite 3.3's default system prompt (no system message) holds today's date."),
     Family(
         name="llm-jp",
+        adds_bos=True,
         go_template=(
             '{{- range .Messages }}{{ if eq .Role "user" }}\n\n### 指示:\n{{ .Content }}'
             '{{ else if eq .Role "system" }}以下は、タスクを説明する指示です。要求を適切に満たす応答を書きなさい。'

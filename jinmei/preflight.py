@@ -122,12 +122,27 @@ def check(stage: str, base_dir: Path | str | None = None, params_file: Path | st
         check_quantize_type(p, required=stage == "quantize")
     if stage == "base":  # the stage that loads it; `dvc repro split` must not need the model
         check_base_model(p)
+        from jinmei.basemodel import load_tokenizer
+
+        check_template(p, load_tokenizer(p.base.model.strip(), p.base.trust_remote_code))
     if base_dir is not None and stage in TRAINING:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(base_dir), local_files_only=True)
+        check_template(p, tokenizer)
         check_sequence_budget(p, tokenizer)
     return p
+
+
+def check_template(p: Params, tokenizer) -> dict:
+    """The chat template renders system + article + answer with the prefix property and an end-of-turn token,
+    the same on any day, and has an Ollama Modelfile family; else one message naming the family and the fix."""
+    from jinmei.chat import check_template as check
+
+    found = check(tokenizer, p.prompt.system)
+    if tokenizer.pad_token is None and tokenizer.eos_token is None:
+        raise JinmeiError("the base model's tokenizer has neither a pad nor an EOS token; training cannot pad")
+    return found
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,13 +1,10 @@
-"""The one prompt shared by training, the GGUF, eval, predict and the Ollama Modelfile."""
+"""The answer: the exact JSON string the model is trained to write, and how an answer is judged.
+
+The prompt around it is the base model's chat template (jinmei.chat)."""
 from __future__ import annotations
 
 import json
 from typing import Any
-
-
-def messages(system: str, article: str) -> list[dict[str, str]]:
-    """The conversation the model sees before it answers."""
-    return [{"role": "system", "content": system}, {"role": "user", "content": article}]
 
 
 def answer_text(output: dict[str, Any], fields: list[str]) -> str:

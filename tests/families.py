@@ -222,7 +222,8 @@ FAMILY_SPECS: dict[str, FamilySpec] = {
         config={"rope_theta": 1000000.0, "max_position_embeddings": 32768, "rms_norm_eps": 1e-5,
                 "sliding_window": None, "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2},
         generation={"bos_token_id": 1, "eos_token_id": 2},
-        tokenizer_config={"model_max_length": 32768, "legacy": True, "clean_up_tokenization_spaces": False},
+        tokenizer_config={"model_max_length": 32768, "legacy": True, "clean_up_tokenization_spaces": False,
+                          "add_bos_token": True, "add_eos_token": False},
         stands_in="Llama-2's 32000-piece SentencePiece vocabulary stands in for Mistral-7B-v0.1/v0.2's own "
                   "(same kind: SentencePiece BPE, byte fallback, <s>/</s>, [INST] as plain text); template "
                   "Mistral-Nemo-Instruct-2407's [INST]...[/INST] (Mistral v0.3 format)"),
@@ -240,7 +241,7 @@ FAMILY_SPECS: dict[str, FamilySpec] = {
                 "pad_token_id": 32000, "sliding_window": 262144},
         generation={"bos_token_id": 1, "eos_token_id": [32007, 32001, 32000], "pad_token_id": 32000},
         tokenizer_config={"model_max_length": 131072, "legacy": False, "clean_up_tokenization_spaces": False,
-                          "padding_side": "left"},
+                          "padding_side": "left", "add_bos_token": False, "add_eos_token": False},
         stands_in="vocabulary of Phi-3-mini-4k-instruct (Phi-3.5-mini-instruct has the same tokenizer)"),
     "gemma": FamilySpec(
         name="gemma", architecture="Gemma4ForCausalLM", vocab="gemma-4", template="google-gemma-4-31B-it.jinja",
@@ -251,7 +252,8 @@ FAMILY_SPECS: dict[str, FamilySpec] = {
                 "final_logit_softcapping": 30.0, "max_position_embeddings": 131072, "tie_word_embeddings": True,
                 "bos_token_id": 2, "eos_token_id": 1, "hidden_activation": "gelu_pytorch_tanh"},
         generation={"bos_token_id": 2, "eos_token_id": [1, 106], "pad_token_id": 0},
-        tokenizer_config={"model_max_length": 131072, "clean_up_tokenization_spaces": False, "padding_side": "left"},
+        tokenizer_config={"model_max_length": 131072, "clean_up_tokenization_spaces": False, "padding_side": "left",
+                          "add_bos_token": True, "add_eos_token": False},
         stands_in="Gemma 4 (text-only Gemma4ForCausalLM), not Gemma 2/3: the only Gemma vocabulary vendored is "
                   "Gemma 4's, a merges-only BPE without SentencePiece scores (so no honest tokenizer.model for "
                   "Gemma 2/3 can be made), and the vendored Gemma 2 template refuses a system turn"),
@@ -460,9 +462,10 @@ def build_tokenizer(family: str):
     for role, token in specials.items():
         if token is not None and backend.token_to_id(token) is None:
             raise ValueError(f"{family}: {role} {token!r} is not in the vocabulary")
+    extra = {k: v for k, v in spec.tokenizer_config.items() if k not in ("add_bos_token", "add_eos_token")}
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, chat_template=chat_template(spec), add_bos_token=spec.add_bos_token,
-        add_eos_token=False, **specials, **spec.tokenizer_config)
+        add_eos_token=False, **specials, **extra)
     return tokenizer, model_proto
 
 
@@ -483,6 +486,7 @@ def save_tokenizer(tokenizer, model_proto: bytes | None, spec: FamilySpec, out_d
         (out_dir / "tokenizer.model").write_bytes(model_proto)
     config_path = out_dir / "tokenizer_config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
+    config.update(spec.tokenizer_config)  # transformers 5 does not write add_bos_token; real configs may have it
     config["tokenizer_class"] = spec.tokenizer_class
     config_path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     loaded = AutoTokenizer.from_pretrained(out_dir)

@@ -11,10 +11,9 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from jinmei.errors import JinmeiError
 from jinmei.basemodel import bundled_gguf_path as bundled_gguf
 from jinmei.engine import (Engine, answer_grammar, answer_grammar_text, complete_all, load_llama,
-                        naive_complete, render_prompt)
+                        naive_complete)
 from jinmei.engine import same_answer as llm_same_answer
 from jinmei.scoring import judge
-from jinmei.prompt import messages
 
 SYSTEM = ('Extract the persons from the Japanese news article. Answer with JSON only: '
           '{"persons":[{"name":...,"act":...,"address":...,"signature":...}]}; unknown fields are null. '
@@ -77,11 +76,15 @@ def same_answer(reference, fast, max_new=MAX_NEW):
 
 
 def test_prompt_is_the_gguf_chat_template(gguf):
+    """The engine's prompt ids are llama-cpp-python's own render of the GGUF's template, tokenized as it does."""
+    from jinmei.engine import GgufChat
+
     llm = load_llama(gguf, n_ctx=512, n_threads=1)
-    template = llm.metadata["tokenizer.chat_template"]
-    rendered = Jinja2ChatFormatter(template, eos_token="<|im_end|>", bos_token="<|im_start|>")(
-        messages=messages(SYSTEM, ARTICLES[0])).prompt
-    assert render_prompt(SYSTEM, ARTICLES[0]) == rendered
+    served = GgufChat(llm)
+    rendered = Jinja2ChatFormatter(llm.metadata["tokenizer.chat_template"], eos_token=served.fmt.eos_token,
+                                   bos_token=served.fmt.bos_token)(
+        messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": ARTICLES[0]}]).prompt
+    assert served.prompt_ids(SYSTEM, ARTICLES[0]) == llm.tokenize(rendered.encode(), add_bos=True, special=True)
 
 
 @pytest.mark.parametrize("system", list(CASES))

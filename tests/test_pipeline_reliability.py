@@ -4,7 +4,6 @@ deterministic reruns, no network, safe weight loading, disk checks. RELIABILITY.
 from __future__ import annotations
 
 import ast
-import copy
 import json
 import os
 import random
@@ -18,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 import tiny_repo
 from tiny_repo import ROOT, STAGES, Run, dvc, ran, read_json, without_timing

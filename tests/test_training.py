@@ -42,7 +42,7 @@ def test_same_examples_and_masks_as_plain_backend(unsloth_model, tiny_base, para
 
 def test_fresh_adapter_loss_matches_plain_model(unsloth_model, tiny_base, params):
     """LoRA B starts at zero, so Unsloth's patched forward must give the base model's loss."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     from jinmei.examples import encode_rows

@@ -171,7 +171,6 @@ def main() -> None:
     ap.add_argument("--no-micro", action="store_true")
     args = ap.parse_args()
 
-    import llama_cpp
 
     system, articles = load_articles(args.articles)
     out: dict = {"gguf": str(args.gguf), "gguf_bytes": args.gguf.stat().st_size, "articles_file": str(args.articles),

@@ -21,7 +21,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from jinmei.engine import render_prompt  # noqa: E402
+from jinmei import chat  # noqa: E402
+from jinmei.examples import chat_format_of  # noqa: E402
 
 SOURCES = ["data/splits/dev_all.jsonl", "data/splits/train_empty.jsonl", "data/splits/train_positive.jsonl",
            "data/splits/dev_positive.jsonl"]
@@ -63,7 +64,7 @@ def main() -> None:
             else:
                 lo = mid + 1
         article = article[:lo]
-        prompt_tokens = len(tok(render_prompt(system, article), add_special_tokens=False)["input_ids"])
+        prompt_tokens = len(chat.prompt_ids(tok, chat_format_of(tok), system, article))
         rows.append({"id": f"bench-{i:04d}", "text": article, "chars": len(article),
                      "article_tokens": n_tok(article), "prompt_tokens": prompt_tokens})
     args.out.parent.mkdir(parents=True, exist_ok=True)
