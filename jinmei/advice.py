@@ -1,6 +1,9 @@
 """What to try next, from eval's metrics and the recipe's rules, as `dvc exp run -S ...` commands.
 
 Rules, in the order they are checked (docs/metrics.md explains the metrics they read):
+0. levels, whatever the drops: Dev-Positive recall or person F1 below eval.min_recall / eval.min_person_f1, or
+   (nearly) every answer empty (answered_empty_rate >= eval.max_answered_empty_rate on Dev-Positive): flagged,
+   with the next steps for the stage the compare subset blames (stage1, stage2 or quantization).
 1. stage2 lost recall: stage1 recall - merged recall > eval.recall_drop_margin on the compare subset
    → fewer stage2 steps (stage2.epochs / 2), then stage2.lr / 2, then stage2.positive_ratio + 0.05.
 2. stage1 overfits: dev_positive recall fell since the previous eval by more than recall_drop_margin
@@ -8,6 +11,8 @@ Rules, in the order they are checked (docs/metrics.md explains the metrics they 
 3. quantization lost recall: merged recall - GGUF recall > eval.quant_drop_margin → a larger quant type.
 4. too many false positives on empty articles (> eval.max_false_positive_rate).
 5. too few valid answers (schema_valid_rate < eval.min_parse_rate), truncated answers.
+A drop (rules 1 and 3) is called a drop only when the 95% Wilson intervals of the two recalls do not overlap;
+a larger fall inside overlapping intervals is reported as not measured, with the subset size to raise.
 Nothing fired → say that all checks pass.
 Every threshold lives in params.yaml `eval`; every suggested value is computed from the current params.
 """
@@ -55,15 +60,101 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
+def _ci(metrics, *keys) -> list[float] | None:
+    return _get(metrics, *keys)
+
+
+def _drop(metrics, before: str, after: str, margin: float) -> str | None:
+    """'drop' (over the margin, intervals apart), 'unclear' (over the margin, intervals overlap) or None."""
+    r1, r2 = _get(metrics, "compare", before, "recall"), _get(metrics, "compare", after, "recall")
+    if r1 is None or r2 is None or r1 - r2 <= margin:
+        return None
+    c1, c2 = _ci(metrics, "compare", before, "recall_ci95"), _ci(metrics, "compare", after, "recall_ci95")
+    return "drop" if not (c1 and c2) or c2[1] < c1[0] else "unclear"
+
+
+def _interval(metrics, name: str) -> str:
+    ci = _ci(metrics, "compare", name, "recall_ci95")
+    return f" [95% CI {_pct(ci[0])}-{_pct(ci[1])}]" if ci else ""
+
+
+def low_levels(metrics: dict[str, Any], params) -> list[str]:
+    """Which headline levels are below the floors in params (the eval table marks them)."""
+    ev, pos = params.eval, metrics.get("dev_positive", {})
+    low = []
+    if pos.get("recall") is not None and pos["recall"] < ev.min_recall:
+        low.append("recall")
+    if pos.get("person_f1") is None or pos["person_f1"] < ev.min_person_f1:
+        low.append("person_f1")
+    if pos.get("answered_empty_rate") is not None and pos["answered_empty_rate"] >= ev.max_answered_empty_rate:
+        low.append("answered_empty_rate")
+    return low
+
+
+def flagged_levels(metrics: dict[str, Any], params) -> list[str]:
+    return low_levels(metrics, params)
+
+
+def _level_finding(metrics: dict[str, Any], params, low: list[str]) -> str:
+    ev, s1, s2 = params.eval, params.stage1, params.stage2
+    pos = metrics["dev_positive"]
+    what = []
+    if "answered_empty_rate" in low:
+        what.append(f"it answers {{\"persons\":[]}} to {_pct(pos['answered_empty_rate'])} of Dev-Positive's "
+                    f"{pos['n']} articles, which all name a person")
+    if "recall" in low:
+        what.append(f"Dev-Positive recall {_pct(pos['recall'])} is below eval.min_recall={_pct(ev.min_recall)}")
+    if "person_f1" in low:
+        what.append(f"person F1 {_pct(pos.get('person_f1'))} is below eval.min_person_f1={_pct(ev.min_person_f1)}")
+    head = "**the model is not useful yet**: " + "; ".join(what) + ". "
+    cmp_ = metrics.get("compare")
+    floor = ev.min_recall
+    if not cmp_:
+        return head + ("Set eval.compare_subset > 0 to see which stage lost it; then follow the stage1 steps "
+                       "below if the stage1 adapter is low too.")
+    r1, r2, rq = (cmp_[k]["recall"] for k in ("stage1", "merged", "gguf"))
+    n = cmp_["n"]
+    if r1 is None or r1 < floor:
+        size_hint = (f" stage1.size={s1.size} caps the mixture (the demo profile's CPU size): with a real corpus "
+                     f"use `{cmd('stage1.size=null')}` (all positives + as many empties)." if s1.size else "")
+        return head + (
+            f"The stage1 adapter is already low ({_pct(r1)} on {n} articles{_interval(metrics, 'stage1')}): stage1 "
+            f"did not learn the task, so stage2 and quantization are not the cause. Try, in this order:\n"
+            f"   1. more stage1 steps: `{cmd('stage1.epochs=' + num(s1.epochs * 2))}`{size_hint}\n"
+            f"   2. a higher stage1 learning rate: `{cmd('stage1.lr=' + num(s1.lr * 2))}` (the recipe: 2e-4)\n"
+            f"   3. a larger base model (base.model), when a longer stage1 does not help")
+    if r2 is None or r2 < floor:
+        return head + (
+            f"stage1 reached {_pct(r1)}{_interval(metrics, 'stage1')}, the merged stage2 model {_pct(r2)}"
+            f"{_interval(metrics, 'merged')} on {n} articles: stage2 drifted to \"always empty\". Try, in this order:\n"
+            f"   1. fewer stage2 steps: `{cmd('stage2.epochs=' + num(s2.epochs / 2))}`\n"
+            f"   2. a lower stage2 learning rate: `{cmd('stage2.lr=' + num(s2.lr / 2))}`\n"
+            f"   3. more positives in stage2: `{cmd('stage2.positive_ratio=' + num(s2.positive_ratio + 0.05))}`")
+    return head + (f"The unquantized model reached {_pct(r2)} and {params.quantize.type} {_pct(rq)} on {n} articles: "
+                   f"quantization lost it; try `{cmd('quantize.type=Q8_0')}`")
+
+
 def advise(metrics: dict[str, Any], params, stage1: dict[str, Any] | None = None,
            previous: dict[str, Any] | None = None) -> str:
     """The advice as markdown. stage1 = metrics/stage1.json, previous = the last metrics/eval.json (both optional)."""
     ev, s2 = params.eval, params.stage2
     findings: list[str] = []
 
+    # 0. levels: a useless model is flagged whatever the drops say
+    low = low_levels(metrics, params)
+    if low:
+        findings.append(_level_finding(metrics, params, low))
+
     # 1. stage2 cost recall
     r1, r2 = _get(metrics, "compare", "stage1", "recall"), _get(metrics, "compare", "merged", "recall")
-    if r1 is not None and r2 is not None and r1 - r2 > ev.recall_drop_margin:
+    stage2_drop = _drop(metrics, "stage1", "merged", ev.recall_drop_margin)
+    if stage2_drop == "unclear":
+        findings.append(
+            f"stage2 recall {_pct(r2)}{_interval(metrics, 'merged')} vs stage1 {_pct(r1)}{_interval(metrics, 'stage1')}"
+            f" on {metrics['compare']['n']} articles: the intervals overlap, so this is not a measured drop. "
+            f"Raise eval.compare_subset (e.g. `{cmd('eval.compare_subset=' + str(4 * metrics['compare']['n']))}`) "
+            "to tell.")
+    if stage2_drop == "drop" and "recall" not in low:
         findings.append(
             f"**stage2 lost recall**: dev_positive recall {_pct(r1)} after stage1, {_pct(r2)} after stage2 "
             f"(merged, unquantized; {metrics['compare']['n']} articles), a drop over the "
@@ -85,7 +176,11 @@ def advise(metrics: dict[str, Any], params, stage1: dict[str, Any] | None = None
     # 3. quantization cost recall
     rq = _get(metrics, "compare", "gguf", "recall")
     qtype = params.quantize.type
-    if r2 is not None and rq is not None and r2 - rq > ev.quant_drop_margin:
+    quant_drop = _drop(metrics, "merged", "gguf", ev.quant_drop_margin)
+    if quant_drop == "unclear":
+        findings.append(f"{qtype} recall {_pct(rq)}{_interval(metrics, 'gguf')} vs unquantized {_pct(r2)}"
+                        f"{_interval(metrics, 'merged')}: the intervals overlap, not a measured quantization loss.")
+    if quant_drop == "drop":
         rank = QUANT_LADDER.index(qtype) if qtype in QUANT_LADDER else -1
         bigger = [q for q in BIGGER_QUANTS if QUANT_LADDER.index(q) > rank]
         tries = "; then ".join(f"`{cmd('quantize.type=' + q)}`" for q in bigger)
@@ -128,8 +223,10 @@ def advise(metrics: dict[str, Any], params, stage1: dict[str, Any] | None = None
 
     head = "# Advice from eval\n\n"
     if not findings:
-        return head + ("All checks pass: recall kept through stage2 and quantization, false positive rate "
-                       f"{_pct(fpr)}, {_pct(valid)} valid answers. Nothing to change.\n")
+        pos = metrics.get("dev_positive", {})
+        return head + (f"All checks pass: Dev-Positive recall {_pct(pos.get('recall'))} and person F1 "
+                       f"{_pct(pos.get('person_f1'))} above their floors, recall kept through stage2 and quantization, "
+                       f"false positive rate {_pct(fpr)}, {_pct(valid)} valid answers. Nothing to change.\n")
     return head + "\n".join(f"{i}. {f}" for i, f in enumerate(findings, 1)) + "\n"
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 from jinmei.errors import JinmeiError
+from jinmei.hfmodel import special_tokens
 from jinmei.ollama import FAMILIES, Family, detect_family
 
 PROBE_SYSTEM = "Extract persons as JSON."
@@ -150,11 +151,6 @@ def pieces(text: str, specials: Sequence[str], texts: Sequence[str]) -> list[tup
 # ---------------------------------------------------------------- transformers side
 
 
-def hf_specials(tokenizer) -> list[str]:
-    """Strings of the tokenizer's special (control) tokens: only these are markers."""
-    return [t.content for t in tokenizer.added_tokens_decoder.values() if t.special]
-
-
 def hf_ids(tokenizer, parts: list[tuple[str, bool]]) -> list[int]:
     ids: list[int] = []
     for piece, special in parts:
@@ -167,7 +163,7 @@ def hf_ids(tokenizer, parts: list[tuple[str, bool]]) -> list[int]:
 
 def prompt_ids(tokenizer, fmt: ChatFormat, system: str, article: str) -> list[int]:
     text = prompt_text(fmt, system, article)
-    return hf_ids(tokenizer, pieces(text, hf_specials(tokenizer), contents(fmt, system, article)))
+    return hf_ids(tokenizer, pieces(text, special_tokens(tokenizer), contents(fmt, system, article)))
 
 
 @dataclass(frozen=True)
@@ -190,7 +186,7 @@ def encode(tokenizer, fmt: ChatFormat, system: str, article: str, answer: str) -
     if not completion.startswith(answer):
         raise TemplateError(f"the {fmt.name} chat template puts {completion[:40]!r} between the generation prompt "
                             "and the answer; the model would be trained on text it never generates at inference")
-    specials = hf_specials(tokenizer)
+    specials = special_tokens(tokenizer)
     ids = hf_ids(tokenizer, pieces(prompt, specials, contents(fmt, system, article)))
     answer_ids = hf_ids(tokenizer, [(answer, False)])
     rest = pieces(completion[len(answer):], specials, [])

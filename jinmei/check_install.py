@@ -2,24 +2,37 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
 
 DECODE_SCRIPT = """
 import sys, llama_cpp
-llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=512, n_threads=2, verbose=False)
+gpu = sys.argv[2] == "gpu"
+if gpu and not llama_cpp.llama_supports_gpu_offload():
+    sys.exit("llama-cpp-python was built without GPU offload")
+llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=512, n_threads=2, n_gpu_layers=-1 if gpu else 0, verbose=gpu)
 out = llm("横浜市中区の会社員、山田太郎容疑者（45）を逮捕した。" * 8, max_tokens=2, temperature=0.0)
 print(out["usage"]["prompt_tokens"])
 """
+OFFLOADED = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
 
 
-def decode_check(gguf_file) -> list[str]:
+def decode_check(gguf_file, gpu: bool = False) -> list[str]:
     """Decode a prompt of a few hundred tokens in a child process: the batched matmul kernels are where a
-    build for the wrong CPU dies (SIGILL), and a dying child can still be reported."""
-    run = subprocess.run([sys.executable, "-c", DECODE_SCRIPT, str(gguf_file)], capture_output=True, text=True)
+    build for the wrong CPU dies (SIGILL), and a dying child can still be reported. gpu: every layer offloaded."""
+    run = subprocess.run([sys.executable, "-c", DECODE_SCRIPT, str(gguf_file), "gpu" if gpu else "cpu"],
+                         capture_output=True, text=True)
     if run.returncode == 0:
-        print(f"ok  llama.cpp decodes a {run.stdout.strip()}-token prompt")
+        tokens = run.stdout.strip().splitlines()[-1]
+        if gpu:
+            found = OFFLOADED.search(run.stderr)
+            if not found or found.group(1) != found.group(2):
+                return [f"llama.cpp decoded, but not with every layer on the GPU ({found and found.group(0)})"]
+            print(f"ok  llama.cpp decodes a {tokens}-token prompt with {found.group(0)}")
+            return []
+        print(f"ok  llama.cpp decodes a {tokens}-token prompt")
         return []
     if run.returncode < 0:
         # scripts/setup.sh holds the portable build flags; it rebuilds llama-cpp-python only when it is absent
@@ -32,6 +45,7 @@ def decode_check(gguf_file) -> list[str]:
 def main() -> None:
     from jinmei.basemodel import bundled_gguf_path
 
+    gpu = "--gpu" in sys.argv[1:]
     problems = []
     gguf_file = bundled_gguf_path()
     try:
@@ -42,7 +56,7 @@ def main() -> None:
         print(f"ok  llama-cpp-python {llama_cpp.__version__} reads {gguf_file.name}")
     except Exception as e:  # noqa: BLE001 - every failure here is reported, then the exit code says it
         problems.append(f"llama-cpp-python: {e}")
-    problems += decode_check(gguf_file)
+    problems += decode_check(gguf_file, gpu)
     try:
         from transformers.utils import is_gguf_available
 

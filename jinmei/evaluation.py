@@ -91,7 +91,8 @@ def compare_models(base: Path, stage1: Path, merged: Path, system: str, rows: li
     def scored(answers):
         records = [{"gold": r["output"], "text": text, "truncated": hit} for r, (text, hit) in zip(rows, answers)]
         _, m = score(records, fields)
-        return {k: m[k] for k in COMPARE_KEYS}
+        return {**{k: m[k] for k in COMPARE_KEYS}, "recall_ci95": m["ci95"]["recall"],
+                "answered_empty_rate": m["answered_empty_rate"]}
 
     for name, load in (
         ("stage1", lambda: PeftModel.from_pretrained(
@@ -106,7 +107,8 @@ def compare_models(base: Path, stage1: Path, merged: Path, system: str, rows: li
         out[name] = scored(greedy_answers(model, tokenizer, system, texts, max_new_tokens))
         del model
     _, m = score([{"gold": r["gold"], "text": r["raw"], "truncated": r["truncated"]} for r in gguf_rows], fields)
-    out["gguf"] = {k: m[k] for k in COMPARE_KEYS}
+    out["gguf"] = {**{k: m[k] for k in COMPARE_KEYS}, "recall_ci95": m["ci95"]["recall"],
+                   "answered_empty_rate": m["answered_empty_rate"]}
     return out
 
 
@@ -124,18 +126,22 @@ def rounded(obj: Any) -> Any:
     return obj
 
 
-def summary_table(metrics: dict[str, Any]) -> Table:
-    def fmt(v):
-        return "—" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+def summary_table(metrics: dict[str, Any], warnings: list[str] | None = None) -> Table:
+    """The eval table: each rate with its 95% interval; a level the advice flags is marked."""
+    def fmt(v, ci=None):
+        text = "—" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+        return text + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
     t = Table(title="eval (GGUF, greedy)" + (" — JSON grammar ON" if metrics["engine"]["grammar"] else ""))
     t.add_column("metric")
     t.add_column("dev_all", justify="right")
     t.add_column("dev_positive", justify="right")
     a, p = metrics["dev_all"], metrics["dev_positive"]
+    flagged = set(warnings or ())
     for key in ("n", "false_positive_rate", "recall", "person_precision", "person_recall", "person_f1",
-                "exact_match", "json_parse_rate", "schema_valid_rate", "truncated"):
-        t.add_row(key, fmt(a.get(key)), fmt(p.get(key)))
+                "exact_match", "json_parse_rate", "schema_valid_rate", "answered_empty_rate", "truncated"):
+        mark = " [bold red](!)[/]" if key in flagged else ""
+        t.add_row(key + mark, fmt(a.get(key), a.get("ci95", {}).get(key)), fmt(p.get(key), p.get("ci95", {}).get(key)))
     for f, v in p["field_recall"].items():
         t.add_row(f"field_recall.{f}", "", fmt(v))
     for f, v in p["field_missing"].items():
@@ -147,25 +153,33 @@ def summary_table(metrics: dict[str, Any]) -> Table:
     if cmp_:
         for name in ("stage1", "merged", "gguf"):
             t.add_row(f"compare[{cmp_['n']}] {name} recall / F1", "",
-                      f"{fmt(cmp_[name]['recall'])} / {fmt(cmp_[name]['person_f1'])}")
+                      f"{fmt(cmp_[name]['recall'], cmp_[name].get('recall_ci95'))} / {fmt(cmp_[name]['person_f1'])}")
     return t
 
 
 HEADLINE = {
     "dev_all": ("n", "false_positive_rate", "json_parse_rate", "schema_valid_rate", "recall", "exact_match",
-                "truncated_rate"),
+                "truncated_rate", "answered_empty_rate"),
     "dev_positive": ("n", "recall", "person_precision", "person_recall", "person_f1", "field_recall", "field_missing",
-                     "exact_match", "truncated_rate"),
+                     "exact_match", "truncated_rate", "answered_empty_rate"),
     "throughput": ("articles_per_s", "prompt_tokens_per_s", "generated_tokens_per_s"),
 }
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    """What `dvc metrics show/diff` compares across experiments; the full set goes to the details file."""
-    out = {part: {k: metrics[part][k] for k in keys if k in metrics[part]} for part, keys in HEADLINE.items()}
+    """What `dvc metrics show/diff` compares across experiments, each rate with its 95% Wilson interval beside it
+    (`<rate>_ci95`: [low, high]); the full set goes to the details file."""
+    out: dict[str, Any] = {}
+    for part, keys in HEADLINE.items():
+        out[part] = {}
+        for k in keys:
+            if k in metrics[part]:
+                out[part][k] = metrics[part][k]
+                if metrics[part].get("ci95", {}).get(k) is not None:
+                    out[part][f"{k}_ci95"] = metrics[part]["ci95"][k]
     if "compare" in metrics:
         out["compare"] = {"n": metrics["compare"]["n"],
-                          **{name: {k: metrics["compare"][name][k] for k in ("recall", "person_f1")}
+                          **{name: {k: metrics["compare"][name][k] for k in ("recall", "recall_ci95", "person_f1")}
                              for name in ("stage1", "merged", "gguf")}}
     return out
 
@@ -212,7 +226,7 @@ def run(p, gguf: Path, splits_dir: Path, base: Path, stage1: Path, merged: Path,
         (tmp / "field_recall.json").write_text(json.dumps(field_recall, indent=1) + "\n", encoding="utf-8")
     write_json(details_file, metrics)
     write_json(metrics_file, headline(metrics))
-    console.print(summary_table(metrics))
     text = advice_mod.advise(metrics, p, advice_mod.read_optional_json(stage1_metrics), previous)
+    console.print(summary_table(metrics, advice_mod.flagged_levels(metrics, p)))
     advice_mod.write_advice(advice_file, text)
     console.print(text)

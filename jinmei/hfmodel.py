@@ -33,3 +33,8 @@ def save_tokenizer(tokenizer, out_dir: Path) -> None:
     if "chat_template" not in config and tokenizer.chat_template:
         config["chat_template"] = tokenizer.chat_template
     config_path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+def special_tokens(tokenizer) -> list[str]:
+    """Strings of the tokenizer's special (control) tokens: a chat template's markers, never article text."""
+    return [t.content for t in tokenizer.added_tokens_decoder.values() if t.special]

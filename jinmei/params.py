@@ -172,6 +172,10 @@ class Split:
     dev_all_positive_share: float = knob(0.10, RATIO)
     dev_positive_size: int = knob(60, POSITIVE_INT)
     sanity_size: int = knob(8, POSITIVE_INT)
+    on_special_tokens: str = knob("warn", one_of("warn", "error", "drop"),
+                                  "articles holding a special-token string of the base tokenizer (kept as text)")
+    on_name_not_in_text: str = knob("warn", one_of("warn", "error", "drop"),
+                                    "persons whose name does not occur in their article: a label no model can extract")
 
 
 @dataclass(frozen=True)
@@ -257,6 +261,10 @@ class Eval:
     quant_drop_margin: float = knob(0.05, RATIO)
     max_false_positive_rate: float = knob(0.05, RATIO)
     min_parse_rate: float = knob(0.95, RATIO)
+    min_recall: float = knob(0.5, RATIO, "advice: a Dev-Positive recall below this is flagged, whatever stage1 did")
+    min_person_f1: float = knob(0.4, RATIO, "advice: a Dev-Positive person F1 below this is flagged")
+    max_answered_empty_rate: float = knob(0.9, RATIO, "advice: this share of empty answers on Dev-Positive "
+                                          "(all positive) = a model that answers empty to everything")
     batch_size: int = knob(1, POSITIVE_INT)
     n_batch: int = knob(512, POSITIVE_INT)
 

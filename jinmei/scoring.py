@@ -6,6 +6,7 @@ failure in both directions (a miss on a positive article, a false positive on an
 """
 from __future__ import annotations
 
+import math
 import unicodedata
 from collections import Counter, defaultdict
 from typing import Any, Iterable, Sequence
@@ -49,6 +50,16 @@ def _ratio(num: float, den: float) -> float | None:
     return num / den if den else None
 
 
+def wilson(k: int, n: int, z: float = 1.959964) -> list[float] | None:
+    """95% Wilson score interval of k successes in n: honest at 0, 1 and small n (20 articles: 0/20 -> [0, 0.16])."""
+    if not n:
+        return None
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+
+
 def _f1(p: float | None, r: float | None) -> float | None:
     if p is None or r is None:
         return None
@@ -86,6 +97,7 @@ def classification(rows: list[dict[str, Any]]) -> dict[str, Any]:
     gold_pos = [r for r in rows if gold_class(r["gold"]) == "non_empty"]
     false_pos = sum(1 for r in gold_empty if answer_class(r["verdict"], r["value"]) != "empty")
     found = sum(1 for r in gold_pos if answer_class(r["verdict"], r["value"]) == "non_empty")
+    answered_empty = sum(1 for r in rows if answer_class(r["verdict"], r["value"]) == "empty")
     return {
         "n": n,
         "n_gold_empty": len(gold_empty),
@@ -98,6 +110,10 @@ def classification(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "truncated": verdicts["truncated"],
         "truncated_rate": _ratio(verdicts["truncated"], n),
         "verdicts": {v: verdicts[v] for v in VERDICTS},
+        "answered_empty_rate": _ratio(answered_empty, n),
+        "ci95": {"false_positive_rate": wilson(false_pos, len(gold_empty)), "recall": wilson(found, len(gold_pos)),
+                 "json_parse_rate": wilson(verdicts["ok"] + verdicts["bad_schema"], n),
+                 "schema_valid_rate": wilson(verdicts["ok"], n)},
     }
 
 
@@ -135,6 +151,7 @@ def extraction(rows: list[dict[str, Any]], fields: Sequence[str]) -> dict[str, A
                     missing[f] += not normalize(p.get(f))
     precision, recall = _ratio(tp, n_pred), _ratio(tp, n_gold)
     return {
+        "ci95_persons": {"person_precision": wilson(tp, n_pred), "person_recall": wilson(tp, n_gold)},
         "person_precision": precision,
         "person_recall": recall,
         "person_f1": _f1(precision, recall),
@@ -153,7 +170,9 @@ def score(records: list[dict[str, Any]], fields: Sequence[str]) -> tuple[list[di
         value, verdict = judge(rec["text"], rec["truncated"], fields)
         rows.append({**rec, "value": value, "verdict": verdict,
                      "exact": exact(value, verdict, rec["gold"], fields)})
-    return rows, {**classification(rows), **extraction(rows, fields)}
+    article, person = classification(rows), extraction(rows, fields)
+    article["ci95"].update(person.pop("ci95_persons"))
+    return rows, {**article, **person}
 
 
 def confusion_rows(rows: list[dict[str, Any]]) -> list[dict[str, str]]:

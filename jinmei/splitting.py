@@ -122,13 +122,55 @@ def split_metrics(report: dict[str, Any], near_dropped: int, splits: dict[str, l
     return metrics
 
 
-def run(corpus: Path, fields: list[str], split, seed: int, out_dir: Path, metrics_file: Path) -> None:
+EXAMPLES = 5
+
+
+def oddities(records: list[dict[str, Any]], fields: list[str], specials: list[str]) -> dict[str, list[str]]:
+    """Ids of articles that contain a special-token string of the base model's tokenizer, and of articles with a
+    person whose name (NFKC, whitespace-insensitive) does not occur in the text: a label no model can extract."""
+    found: dict[str, list[str]] = {"special_tokens": [], "name_not_in_text": []}
+    specials = sorted(set(s for s in specials if s), key=len, reverse=True)
+    for r in records:
+        if any(s in r["text"] for s in specials):
+            found["special_tokens"].append(r["id"])
+        text = normalise(r["text"])
+        if any(normalise(p.get(fields[0]) or "") not in text for p in r["output"]["persons"]):
+            found["name_not_in_text"].append(r["id"])
+    return found
+
+
+def apply_policy(records: list[dict[str, Any]], found: dict[str, list[str]], split, corpus: Path) -> tuple[list, dict]:
+    """warn: count and keep; error: stop naming the first ids; drop: leave those articles out (counted)."""
+    report, drop = {}, set()
+    for kind, ids in found.items():
+        policy = getattr(split, f"on_{kind}")
+        report[kind] = {"count": len(ids), "examples": ids[:EXAMPLES], "policy": policy}
+        if ids and policy == "error":
+            what = {"special_tokens": "contain special-token strings of the base model's tokenizer (they stay text: "
+                                      "jinmei tokenizes articles with special-token parsing off)",
+                    "name_not_in_text": "have a person whose name does not occur in the article text"}[kind]
+            raise JinmeiError(f"{corpus}: {len(ids)} article(s) {what}, e.g. {', '.join(ids[:EXAMPLES])}; fix the "
+                              f"corpus, or set split.on_{kind}: warn (keep them) or drop (leave them out)")
+        if ids and policy == "drop":
+            drop |= set(ids)
+        if ids and policy == "warn":
+            print(f"split: warning: {len(ids)} article(s) with {kind.replace('_', ' ')}, e.g. {', '.join(ids[:3])} "
+                  f"(kept; split.on_{kind}: error or drop to change that)")
+    kept = [r for r in records if r["id"] not in drop]
+    report["dropped"] = len(records) - len(kept)
+    return kept, report
+
+
+def run(corpus: Path, fields: list[str], split, seed: int, out_dir: Path, metrics_file: Path,
+        specials: list[str] = ()) -> None:
     """Check the corpus, cut the splits, then write them (the folder swapped in whole) and the report."""
     records, report = load_corpus(corpus, list(fields))
+    records, odd = apply_policy(records, oddities(records, list(fields), list(specials)), split, corpus)
     records, near_dropped = drop_near_duplicates(records)
     splits = cut(records, split, seed)
     check_disjoint(splits)
     metrics = split_metrics(report, near_dropped, splits)
+    metrics["oddities"] = odd
     # Everything is checked: only now touch the outputs.
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()

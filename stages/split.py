@@ -3,8 +3,10 @@
 import argparse
 from pathlib import Path
 
-from jinmei import params, preflight, splitting
+from jinmei import basemodel, params, preflight, splitting
 from jinmei.errors import run_main
+from jinmei.hfmodel import special_tokens
+from jinmei.runtime import set_offline_env
 
 
 def main(argv=None):
@@ -13,9 +15,11 @@ def main(argv=None):
     ap.add_argument("--out-dir", type=Path, default=Path("data/splits"))
     ap.add_argument("--metrics", type=Path, default=Path("metrics/split.json"))
     args = ap.parse_args(argv)
+    set_offline_env()
     p = params.load("split")
     preflight.check("split")
-    splitting.run(args.corpus, p.schema.fields, p.split, p.seed, args.out_dir, args.metrics)
+    specials = special_tokens(basemodel.load_tokenizer(p.base.model.strip(), p.base.trust_remote_code))
+    splitting.run(args.corpus, p.schema.fields, p.split, p.seed, args.out_dir, args.metrics, specials)
 
 
 if __name__ == "__main__":

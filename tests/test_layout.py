@@ -118,3 +118,28 @@ def test_every_declared_param_exists():
             for part in key.split("."):
                 assert hasattr(obj, part), f"dvc.yaml {stage}: params {key} is no knob"
                 obj = getattr(obj, part)
+
+
+def write_deps() -> None:
+    """`python tests/test_layout.py`: rewrite each stage's code deps in dvc.yaml from its import closure."""
+    import re
+
+    text = (ROOT / "dvc.yaml").read_text(encoding="utf-8")
+    for stage in STAGES:
+        code = sorted(str(module_file(m).relative_to(ROOT)) for m in closure(f"stages.{stage}"))
+        m = re.search(rf"\n  {stage}:\n(.*?)\n    deps: \[(.*?)\]", text, re.S)
+        data = [d.strip() for d in m.group(2).replace("\n", " ").split(",") if not d.strip().endswith(".py")]
+        lines, line = [], "    deps: ["
+        for i, dep in enumerate(code + data):
+            piece = dep + (", " if i < len(code) + len(data) - 1 else "]")
+            if len(line) + len(piece) > 118:
+                lines.append(line.rstrip())
+                line = "           "
+            line += piece
+        lines.append(line)
+        text = text[:m.start(2) - len("    deps: [")] + "\n".join(lines) + text[m.end(2) + 1:]
+    (ROOT / "dvc.yaml").write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    write_deps()
