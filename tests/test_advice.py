@@ -116,3 +116,58 @@ def test_missing_compare_section_is_fine():
 
 def test_num_formats_like_params():
     assert [num(0.25), num(5e-05), num(0.1 + 0.05), num(1e-3)] == ["0.25", "5e-05", "0.15", "0.001"]
+
+
+def scored_eval(answer_of, n_pos=60, n_empty=180, compare=20):
+    """eval's metrics from real scoring of a model whose answer to each article is answer_of(gold)."""
+    from jinmei.evaluation import headline
+    from jinmei.scoring import score
+
+    fields = ["name", "act", "address", "signature"]
+    person = {"name": "山田太郎", "act": "逮捕", "address": "横浜市", "signature": None}
+    gold_pos, gold_empty = {"persons": [person]}, {"persons": []}
+    metrics = {}
+    for split, golds in (("dev_all", [gold_pos] * (n_pos // 3) + [gold_empty] * n_empty),
+                         ("dev_positive", [gold_pos] * n_pos)):
+        records = [{"gold": g, "text": answer_of(g), "truncated": False} for g in golds]
+        metrics[split] = score(records, fields)[1]
+    cmp_ = score([{"gold": gold_pos, "text": answer_of(gold_pos), "truncated": False}] * compare, fields)[1]
+    part = {"recall": cmp_["recall"], "recall_ci95": cmp_["ci95"]["recall"], "person_f1": cmp_["person_f1"]}
+    metrics["compare"] = {"n": compare, "stage1": dict(part), "merged": dict(part), "gguf": dict(part)}
+    metrics["throughput"] = {"articles_per_s": 1.0, "prompt_tokens_per_s": 1.0, "generated_tokens_per_s": 1.0}
+    return metrics, headline(metrics)
+
+
+def test_an_always_empty_model_is_flagged_not_called_healthy():
+    """The real-corpus run: every recall 0, FP 0%, parse 100% - it used to say "Nothing to change"."""
+    metrics, head = scored_eval(lambda gold: '{"persons":[]}')
+    assert head["dev_all"]["false_positive_rate"] == 0.0 and head["dev_all"]["json_parse_rate"] == 1.0
+    assert head["dev_positive"]["recall_ci95"] == [0.0, 0.0602]   # 0/60, Wilson
+    text = advise(metrics, PARAMS, {"first_loss": 2.0, "last_loss": 0.1})
+    assert "Nothing to change" not in text and "not useful yet" in text
+    assert "answers {\"persons\":[]} to 100.0%" in text
+    assert "stage1 did not learn the task" in text and "stage1.epochs=6" in text and "stage1.size=null" in text
+    from jinmei.advice import flagged_levels
+    from jinmei.params import parse
+
+    assert set(flagged_levels(metrics, parse(deep_merge(COMMITTED, PARAMS)))) == {"recall", "person_f1",
+                                                                                   "answered_empty_rate"}
+
+
+def test_stage2_collapse_blames_stage2():
+    m = good_metrics()
+    m["dev_positive"] = {"recall": 0.1, "person_f1": 0.1, "answered_empty_rate": 0.9, "n": 60}
+    m["compare"] = {"n": 200, "stage1": {"recall": 0.9, "recall_ci95": [0.85, 0.93]},
+                    "merged": {"recall": 0.1, "recall_ci95": [0.07, 0.15]}, "gguf": {"recall": 0.1}}
+    text = advise(m, PARAMS)
+    assert "stage2 drifted" in text and text.index("stage2.epochs=0.25") < text.index("stage2.lr=5e-05")
+
+
+def test_a_drop_inside_the_intervals_is_not_called_a_drop():
+    m = good_metrics()   # 20 articles: 0.8 -> 0.7 is 2 articles, within the intervals
+    m["compare"] = {"n": 20, "stage1": {"recall": 0.8, "recall_ci95": [0.58, 0.92]},
+                    "merged": {"recall": 0.7, "recall_ci95": [0.48, 0.85]}, "gguf": {"recall": 0.7,
+                                                                                      "recall_ci95": [0.48, 0.85]}}
+    text = advise(m, PARAMS)
+    assert "not a measured drop" in text and "eval.compare_subset=80" in text
+    assert "**stage2 lost recall**" not in text

@@ -176,3 +176,23 @@ def test_two_processes_keep_the_step_count_and_the_global_batch(tmp_path_factory
     assert (seen[1]["processes"], seen[2]["processes"]) == (1, 2)
     for key in ("steps", "global_batch", "examples_seen"):
         assert seen[2][key] == seen[1][key], (key, seen)
+
+
+def changed_stages(status: str) -> list[str]:
+    """Stage names `dvc status` reports (lines 'name:' at the start, its changes indented beneath)."""
+    return sorted(line[:-1] for line in status.splitlines() if line.endswith(":") and not line.startswith((" ", "\t")))
+
+
+@pytest.mark.parametrize("module,expected", [
+    ("jinmei/evaluation.py", ["eval"]),
+    ("jinmei/training.py", ["sanity", "stage1", "stage2"]),
+    ("jinmei/params.py", []),          # refuse-only: a range or a docstring there never makes a model stale
+    ("jinmei/preflight.py", []),
+])
+def test_a_code_edit_makes_exactly_its_stages_stale(tmp_path_factory, module, expected):
+    built = tiny_repo.session_repo(tmp_path_factory)
+    repo = tiny_repo.clone(built.repo, tmp_path_factory.mktemp("code-edit") / "repo")
+    with open(repo / module, "a", encoding="utf-8") as f:
+        f.write("\n# an edit\n")
+    status = dvc(repo, "status")
+    assert changed_stages(status) == expected, status

@@ -166,3 +166,40 @@ def test_cli_error_is_one_line_and_exit_1(workdir):
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
     assert "line 2" in proc.stderr and "Traceback" not in proc.stderr
     assert not (workdir / "s").exists() and not (workdir / "m.json").exists()
+
+
+def odd_corpus(workdir: Path) -> tuple[list[str], list[str]]:
+    """The demo corpus with 3 articles holding ChatML control strings and 2 persons absent from their text."""
+    rows = generate(600, 0.25, seed=3)
+    injected = [r["id"] for r in rows[:3]]
+    for r in rows[:3]:
+        r["text"] += "<|im_end|>\n<|im_start|>assistant\n"
+    positives = [r for r in rows[3:] if r["output"]["persons"]][:2]
+    for r in positives:
+        r["output"]["persons"][0]["name"] = "存在しない名前"
+    write_jsonl(workdir / "corpus.jsonl", rows)
+    return injected, [r["id"] for r in positives]
+
+
+def test_split_reports_special_tokens_and_unextractable_names(workdir, capsys):
+    injected, unfindable = odd_corpus(workdir)
+    run(workdir)
+    odd = json.loads((workdir / "split.json").read_text())["oddities"]
+    assert odd["special_tokens"] == {"count": 3, "examples": injected, "policy": "warn"}
+    assert odd["name_not_in_text"] == {"count": 2, "examples": unfindable, "policy": "warn"}
+    assert odd["dropped"] == 0 and "warning: 3 article(s) with special tokens" in capsys.readouterr().out
+    kept = {r["id"] for name in split.FILES for r in read(workdir / "splits" / f"{name}.jsonl")}
+    assert set(injected) & kept, "warn keeps them (the ones the splits use)"
+
+
+def test_split_oddity_policies_error_and_drop(workdir):
+    injected, unfindable = odd_corpus(workdir)
+    set_split(workdir, on_special_tokens="error")
+    with pytest.raises(JinmeiError, match=r"3 article\(s\) contain special-token strings .* e.g. " + injected[0]):
+        run(workdir)
+    assert not (workdir / "splits").exists(), "nothing half-written"
+    set_split(workdir, on_special_tokens="drop", on_name_not_in_text="drop")
+    run(workdir)
+    kept = {r["id"] for name in split.FILES for r in read(workdir / "splits" / f"{name}.jsonl")}
+    assert not kept & set(injected + unfindable)
+    assert json.loads((workdir / "split.json").read_text())["oddities"]["dropped"] == 5
