@@ -659,9 +659,25 @@ def weighted(w: Writer, stories):
     return w.rng.choices([s for s, _ in stories], weights=[k for _, k in stories])[0]
 
 
+def background(w: Writer, room: int) -> str:
+    """A paragraph of news background that names no relevant person (sentences of the empty stories), at most
+    `room` characters: what makes a long article long, around the story that carries the label."""
+    text = ""
+    for _ in range(8):
+        lead, extras, persons = weighted(w, EMPTY_STORIES)(w)
+        if persons:
+            continue
+        for sentence in [lead, *extras]:
+            if len(text) + len(sentence) > room:
+                return text
+            text += sentence
+    return text
+
+
 def draw(w: Writer, stories, min_chars: int, max_chars: int, tolerance: int = 10) -> tuple[str, list[dict]]:
     """One article whose length is close to a uniform random target, the same for both classes,
-    so that length does not give the label away."""
+    so that length does not give the label away. A target longer than a story (they run to ~230 characters)
+    is reached with background paragraphs after it."""
     target = w.number(min_chars, max_chars)
     best = None
     for _ in range(40):
@@ -672,7 +688,13 @@ def draw(w: Writer, stories, min_chars: int, max_chars: int, tolerance: int = 10
             best = text, persons
         if abs(len(text) - target) <= tolerance:
             break
-    return best or (text, persons)
+    text, persons = best or (text, persons)
+    while len(text) < target - tolerance:
+        more = background(w, min(target, max_chars) - len(text) - 1)
+        if not more:
+            break
+        text += "\n" + more
+    return text, persons
 
 
 def generate(n_articles: int, positive_share: float, seed: int, fields=DEMO_FIELDS,

@@ -108,3 +108,16 @@ def test_cli_subset_of_fields_and_refusal(tmp_path, monkeypatch):
     path.write_text(yaml.safe_dump(params))
     with pytest.raises(JinmeiError, match="the demo corpus labels only"):
         demo_stage.main(["--out", str(out)])
+
+
+def test_long_articles_honour_min_and_max_chars():
+    """News-article length (the at-scale profile): asked for 300-1,200 characters, the generator writes them,
+    with the same length distribution for both classes and every labelled name in its text."""
+    rows = demo.generate(400, 0.25, seed=2, min_chars=300, max_chars=1200)
+    lengths = [len(r["text"]) for r in rows]
+    assert max(lengths) <= 1200 and statistics.quantiles(lengths, n=20)[0] >= 280
+    assert statistics.mean(lengths) > 600
+    pos = [len(r["text"]) for r in rows if r["output"]["persons"]]
+    emp = [len(r["text"]) for r in rows if not r["output"]["persons"]]
+    assert abs(statistics.mean(pos) - statistics.mean(emp)) < 80
+    assert all(p["name"] in r["text"] for r in rows for p in r["output"]["persons"])

@@ -251,3 +251,35 @@ def test_a_stage_reads_only_what_dvc_yaml_declares(tmp_path):
 def test_every_stage_loads_its_params_and_runs_preflight(stage):
     source = (ROOT / "stages" / f"{stage}.py").read_text(encoding="utf-8")
     assert f'params.load("{stage}")' in source and f'preflight.check("{stage}"' in source
+
+
+@pytest.mark.parametrize("profile", sorted((ROOT / "profiles").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_committed_profile_applies_and_is_valid(profile, tmp_path):
+    """A profile is a delta: only keys params.yaml has, each different from it, and the result checks."""
+    from jinmei.profile import apply
+
+    delta, committed = P.read_yaml(profile), P.read_yaml(ROOT / "params.yaml")
+    for section, keys in delta.items():
+        for key, value in keys.items():
+            assert committed[section][key] != value, f"{profile.name}: {section}.{key} repeats params.yaml"
+    text = apply(profile, ROOT / "params.yaml")
+    (tmp_path / "params.yaml").write_text(text, encoding="utf-8")
+    p = P.load_all(tmp_path / "params.yaml")
+    assert all(getattr(getattr(p, s), k) == v for s, keys in delta.items() for k, v in keys.items())
+    assert "# " in text, "comments of params.yaml are kept"
+
+
+def test_profile_cli_applies_in_place(tmp_path):
+    import shutil
+
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    done = subprocess.run([sys.executable, "-m", "jinmei.profile", str(ROOT / "profiles" / "production.yaml"),
+                           "--params", str(tmp_path / "params.yaml")], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert P.load_all(tmp_path / "params.yaml").base.max_seq_length == 4096
+    (tmp_path / "bad.yaml").write_text("stage2:\n  lrr: 1\n", encoding="utf-8")
+    before = (tmp_path / "params.yaml").read_bytes()
+    bad = subprocess.run([sys.executable, "-m", "jinmei.profile", str(tmp_path / "bad.yaml"),
+                          "--params", str(tmp_path / "params.yaml")], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 1 and "stage2.lrr: not a key of params.yaml" in bad.stderr
+    assert (tmp_path / "params.yaml").read_bytes() == before
