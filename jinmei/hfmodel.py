@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from jinmei.errors import JinmeiError
@@ -22,7 +23,22 @@ def check_model_dir(path: Path, what: str) -> None:
         raise JinmeiError(f"{path}: no *.safetensors weights ({what}); rerun the stage that wrote it")
 
 
-def save_tokenizer(tokenizer, out_dir: Path) -> None:
+SENTENCEPIECE = "tokenizer.model"
+
+
+def source_file(name: str | Path, filename: str) -> Path | None:
+    """A file of a local model folder or of a hub model already in the cache (never downloaded here)."""
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        return folder / filename if (folder / filename).is_file() else None
+    from transformers.utils import cached_file
+
+    found = cached_file(str(name), filename, local_files_only=True, _raise_exceptions_for_missing_entries=False,
+                        _raise_exceptions_for_connection_errors=False)
+    return Path(found) if found else None
+
+
+def save_tokenizer(tokenizer, out_dir: Path, source: str | Path | None = None) -> None:
     """Save the tokenizer; say explicitly that no BOS/EOS is added, so the GGUF says so too."""
     tokenizer.save_pretrained(out_dir)
     config_path = out_dir / "tokenizer_config.json"
@@ -33,6 +49,11 @@ def save_tokenizer(tokenizer, out_dir: Path) -> None:
     if "chat_template" not in config and tokenizer.chat_template:
         config["chat_template"] = tokenizer.chat_template
     config_path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    # transformers 5 saves no SentencePiece model; llama.cpp's converter needs it for SentencePiece vocabularies
+    # (Phi-3, Mistral, llm-jp: without it the converter fails or scores every piece -1000 and tokenizes otherwise)
+    original = source_file(source, SENTENCEPIECE) if source is not None else None
+    if original is not None and not (out_dir / SENTENCEPIECE).exists():
+        shutil.copyfile(original, out_dir / SENTENCEPIECE)
 
 
 def special_tokens(tokenizer) -> list[str]:

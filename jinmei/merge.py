@@ -103,5 +103,5 @@ def merge(base_dir: Path, adapter_dir: Path, out_dir: Path, dtype_name: str = "a
         pass
     with atomic_path(out_dir) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
-        save_tokenizer(tokenizer, tmp)
+        save_tokenizer(tokenizer, tmp, base_dir)
     return {"lora_tensors": len(weights), "dtype": str(save_dtype).removeprefix("torch.")}

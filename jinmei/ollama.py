@@ -214,17 +214,19 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
         name="llm-jp",
         adds_bos=True,
         go_template=(
-            '{{- range .Messages }}{{ if eq .Role "user" }}\n\n### 指示:\n{{ .Content }}'
-            '{{ else if eq .Role "system" }}以下は、タスクを説明する指示です。要求を適切に満たす応答を書きなさい。'
-            '{{ else if eq .Role "assistant" }}\n\n### 応答:\n{{ .Content }}</s>{{ end }}{{ end }}'
+            '{{- $prefix := "" }}{{ range $i, $m := .Messages }}'
+            '{{ if and (eq $i 0) (eq $m.Role "system") }}{{ $prefix = printf "%s\\n\\n" $m.Content }}'
+            '{{ else if eq $m.Role "assistant" }}\n\n### 応答:\n{{ $m.Content }}</s>'
+            '{{ else }}\n\n### 指示:\n{{ $prefix }}{{ $m.Content }}{{ $prefix = "" }}{{ end }}{{ end }}'
             "\n\n### 応答:\n"),
         stops=("</s>", "### 指示:", "### 応答:"),
         system_role=False,
         markers=("### 指示:",),
-        verified=("llm-jp/llm-jp-3-*-instruct (hub template text; not vendored by llama.cpp)",),
-        notes="The HF template IGNORES the system content: a system message renders as the fixed "
-              "sentence 以下は、タスクを説明する指示です。要求を適切に満たす応答を書きなさい。 "
-              "Instructions must go into the user turn for this family."),
+        verified=("llm-jp/llm-jp-3-*-instruct (hub template text; not vendored by llama.cpp), system text merged "
+                  "into the first user turn",),
+        notes="The HF template ignores a system message's content (it renders the fixed sentence "
+              "以下は、タスクを説明する指示です。要求を適切に満たす応答を書きなさい。), so jinmei puts the system text "
+              "before the article in the user turn, and this TEMPLATE does the same with the Modelfile's SYSTEM."),
     Family(
         name="smollm3",
         go_template=(

@@ -131,6 +131,12 @@ def check(stage: str, base_dir: Path | str | None = None, params_file: Path | st
         tokenizer = AutoTokenizer.from_pretrained(str(base_dir), local_files_only=True)
         check_template(p, tokenizer)
         check_sequence_budget(p, tokenizer)
+        if stage == "sanity":       # the first stage that trains: what llama.cpp will serve, checked on the vocab
+            from jinmei.export import vocab_check
+
+            found = vocab_check(Path(base_dir), p.prompt.system)
+            print(f"preflight: {found['family']} template, end of turn {found['end_of_turn']!r}; llama.cpp feeds "
+                  f"the training ids ({found['probe_tokens']} probe tokens, vocab-only GGUF)")
     return p
 
 

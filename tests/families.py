@@ -302,12 +302,13 @@ def _base_and_added(spec: FamilySpec) -> tuple[list[str], list[int], list[Added]
     else:  # every token after the base vocabulary is an added one (Llama 3's 256 special tokens)
         added = [Added(i, tokens[i], types[i] == CONTROL) for i in range(n_base, len(tokens))]
     for a in added:
-        if a.id < len(tokens) and a.id < n_base:
+        if a.id < n_base:
             raise ValueError(f"{spec.name}: added token {a.content!r} at {a.id} inside the base vocabulary")
     return tokens[:n_base], types[:n_base], added
 
 
-def _add_tokens(tok, added: list[Added], n_base: int) -> None:
+def _add_tokens(tok, added: list[Added]) -> None:
+    """Add the added tokens in id order, each at exactly its real id."""
     from tokenizers import AddedToken
 
     for a in sorted(added, key=lambda a: a.id):
@@ -335,7 +336,7 @@ def _bytelevel_tokenizer(spec: FamilySpec):
         pre_tokenizers.Split(Regex(LLAMA3_REGEX if llama3 else QWEN2_REGEX), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False)])
     tok.decoder = decoders.ByteLevel(add_prefix_space=True, trim_offsets=True, use_regex=True)
-    _add_tokens(tok, added, len(tokens))
+    _add_tokens(tok, added)
     byte_level = processors.ByteLevel(add_prefix_space=True, trim_offsets=False, use_regex=True)
     if spec.add_bos_token:
         bos_id = tok.token_to_id(spec.bos)
@@ -397,12 +398,13 @@ def _spm_tokenizer(spec: FamilySpec):
     tok.pre_tokenizer = None
     tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
                                      decoders.Strip(" ", 1, 0)])
-    # the base vocabulary's control/unknown pieces (<unk> <s> </s>) are added tokens too, as in Llama 2's file
+    # the base vocabulary's control/unknown pieces (<unk> <s> </s>) are added tokens too, as in Llama 2's file;
+    # Phi-3's tokenizer.json has rstrip on </s> (llama.cpp's phi-3 special case mirrors it)
     from tokenizers import AddedToken
 
     tok.add_special_tokens([AddedToken(p, special=True, normalized=False, rstrip=(spec.name == "phi3" and p == "</s>"))
                             for p, t in zip(pieces, types) if t in (CONTROL, UNKNOWN)])
-    _add_tokens(tok, added, len(pieces))
+    _add_tokens(tok, added)
     if spec.add_bos_token:
         bos_id = tok.token_to_id(spec.bos)
         tok.post_processor = processors.TemplateProcessing(
@@ -435,6 +437,17 @@ def _gemma4_tokenizer(spec: FamilySpec):
     return tok, None
 
 
+def _extra_special_tokens(spec: FamilySpec) -> list[str]:
+    """Gemma 4's other control tokens (<|turn>, <turn|>, ...) are special tokens of its tokenizer; without them
+    in all_special_tokens llama.cpp's converter types them NORMAL and llama.cpp no longer parses `<|turn>`."""
+    if spec.tokenizer != "gemma4-bpe":
+        return []
+    kv = vocab_gguf(spec.vocab)
+    named = {spec.bos, spec.eos, spec.pad, spec.unk, "<mask>"}
+    return [t for t, k in zip(kv["tokenizer.ggml.tokens"], kv["tokenizer.ggml.token_type"])
+            if k == CONTROL and t not in named]
+
+
 BUILDERS = {"llama3-bpe": _bytelevel_tokenizer, "qwen2-bpe": _bytelevel_tokenizer, "spm-legacy": _spm_tokenizer,
             "gemma4-bpe": _gemma4_tokenizer}
 
@@ -463,6 +476,8 @@ def build_tokenizer(family: str):
         if token is not None and backend.token_to_id(token) is None:
             raise ValueError(f"{family}: {role} {token!r} is not in the vocabulary")
     extra = {k: v for k, v in spec.tokenizer_config.items() if k not in ("add_bos_token", "add_eos_token")}
+    if extra_special := _extra_special_tokens(spec):
+        extra["extra_special_tokens"] = extra_special
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, chat_template=chat_template(spec), add_bos_token=spec.add_bos_token,
         add_eos_token=False, **specials, **extra)

