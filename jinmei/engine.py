@@ -362,8 +362,32 @@ def common_prefix(prompts: list[list[int]]) -> list[int]:
 _worker_engine: Engine | None = None
 
 
-def _worker_init(kwargs: dict[str, Any]) -> None:
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use (CUDA_VISIBLE_DEVICES order), or none without CUDA."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [d.strip() for d in listed.split(",") if d.strip() and d.strip() != "-1"]
+    try:
+        import torch
+    except ImportError:
+        return []
+    return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+
+
+def worker_devices(workers: int | str, gpus: Sequence[str]) -> list[str | None]:
+    """One entry per eval worker: the GPU it is pinned to, or None (CPU). eval.workers auto = one per GPU (1 on
+    CPU); a number of workers on GPUs takes the GPUs round robin."""
+    if workers == "auto":
+        return list(gpus) or [None]
+    return [gpus[i % len(gpus)] if gpus else None for i in range(int(workers))]
+
+
+def _worker_init(kwargs: dict[str, Any], devices) -> None:
+    """Pin this worker to its GPU before llama.cpp is loaded (it reads CUDA_VISIBLE_DEVICES once)."""
     global _worker_engine
+    device = devices.get()
+    if device is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = device
     _worker_engine = Engine(**kwargs)
 
 
@@ -373,22 +397,28 @@ def _worker_run(task: tuple[str, list[int], list[str]]) -> list[tuple[int, dict[
 
 
 def complete_all(gguf: Path | str, system: str, articles: Sequence[str], *, n_ctx: int, n_threads: int,
-                 workers: int, max_new_tokens: int, batch_size: int, n_batch: int = 512,
-                 grammar_fields: Sequence[str] | None = None,
-                 progress: Callable[[int], None] | None = None) -> list[Completion]:
-    """Answer every article; `workers` processes share the `n_threads` threads."""
-    workers = max(1, min(workers, len(articles) or 1))
+                 workers: int | str, max_new_tokens: int, batch_size: int, n_batch: int = 512,
+                 grammar_fields: Sequence[str] | None = None, progress: Callable[[int], None] | None = None,
+                 gpus: Sequence[str] | None = None) -> list[Completion]:
+    """Answer every article; worker processes (eval.workers, auto = one per GPU) share the articles, each pinned
+    to its GPU, the `n_threads` CPU threads split among them. Answers do not depend on the split."""
+    devices = worker_devices(workers, visible_gpus() if gpus is None else list(gpus))
+    devices = devices[:max(1, min(len(devices), len(articles) or 1))]
+    workers = len(devices)
     kwargs = dict(gguf=str(gguf), n_ctx=n_ctx, n_threads=max(1, n_threads // workers),
                   max_new_tokens=max_new_tokens, batch_size=batch_size, n_batch=n_batch,
                   grammar_fields=list(grammar_fields) if grammar_fields else None)
-    if workers == 1:
+    if workers == 1:   # one process: the GPU it sees is the one
         return Engine(**kwargs).complete(system, articles, progress)
     chunk = max(1, min(max(1, batch_size) * 4, -(-len(articles) // (2 * workers))))   # every worker gets work
     tasks = [(system, list(range(s, min(s + chunk, len(articles)))), list(articles[s: s + chunk]))
              for s in range(0, len(articles), chunk)]
     results: dict[int, Completion] = {}
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(workers, initializer=_worker_init, initargs=(kwargs,)) as pool:
+    queue = ctx.Queue()
+    for device in devices:
+        queue.put(device)
+    with ctx.Pool(workers, initializer=_worker_init, initargs=(kwargs, queue)) as pool:
         for part in pool.imap_unordered(_worker_run, tasks):
             for i, c in part:
                 results[i] = Completion(**c)

@@ -195,7 +195,8 @@ def run(p, gguf: Path, splits_dir: Path, base: Path, stage1: Path, merged: Path,
     answers, throughput = decode_gguf(gguf, system, [r["text"] for rows in splits.values() for r in rows], ev, fields)
 
     metrics: dict[str, Any] = {"engine": {"grammar": int(bool(ev.grammar)), "max_new_tokens": ev.max_new_tokens,
-                                          "batch_size": ev.batch_size, "n_batch": ev.n_batch, "workers": ev.workers,
+                                          "batch_size": ev.batch_size, "n_batch": ev.n_batch,
+                                          "workers": len(llm.worker_devices(ev.workers, llm.visible_gpus())),
                                           "n_threads": ev.n_threads}}
     predictions, plots = {}, {}
     for name, rows in splits.items():

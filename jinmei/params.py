@@ -255,7 +255,8 @@ class Eval:
     grammar: bool = knob(False, boolean)
     n_ctx: int = knob(2048, POSITIVE_INT)
     n_threads: int = knob(2, POSITIVE_INT)
-    workers: int = knob(1, POSITIVE_INT)
+    workers: Any = knob("auto", auto_or(POSITIVE_INT), "eval processes; auto = one per visible GPU, each pinned "
+                        "to it (1 on CPU)")
     compare_subset: int = knob(20, NONNEGATIVE_INT)
     recall_drop_margin: float = knob(0.05, RATIO)
     quant_drop_margin: float = knob(0.05, RATIO)

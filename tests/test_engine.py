@@ -182,3 +182,38 @@ def test_predict_refuses_an_unfinished_answer(gguf, predict_params, monkeypatch,
     monkeypatch.setattr("sys.stdin", io.StringIO("  \n"))
     with pytest.raises(JinmeiError, match="empty article"):
         predict.main(["--gguf", str(gguf)])
+
+
+def test_workers_auto_is_one_per_gpu_each_pinned():
+    from jinmei.engine import worker_devices
+
+    assert worker_devices("auto", []) == [None]                      # CPU: one worker, as before
+    assert worker_devices("auto", ["0", "1"]) == ["0", "1"]          # one per visible GPU
+    assert worker_devices(3, ["0", "1"]) == ["0", "1", "0"]          # more workers than GPUs: round robin
+    assert worker_devices(2, []) == [None, None]
+
+
+def test_a_worker_pins_its_gpu_before_llama_cpp_loads(monkeypatch):
+    import queue
+
+    from jinmei import engine
+
+    seen = {}
+
+    class Probe:
+        def __init__(self, **kwargs):
+            seen["device"] = __import__("os").environ.get("CUDA_VISIBLE_DEVICES")
+
+    monkeypatch.setattr(engine, "Engine", Probe)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    devices = queue.Queue()
+    devices.put("1")
+    engine._worker_init({}, devices)
+    assert seen["device"] == "1"
+
+
+def test_answers_do_not_depend_on_the_split_over_gpus(gguf, naive):
+    """Two 'GPUs' on this CPU: two pinned workers, the same answers as one process (llama.cpp is CPU-only here)."""
+    pinned = complete_all(gguf, SYSTEM, ARTICLES[:4], n_ctx=1024, n_threads=2, workers="auto", gpus=["0", "1"],
+                          max_new_tokens=MAX_NEW, batch_size=1)
+    assert all(same_answer(r, f) for r, f in zip(naive[SYSTEM][:4], pinned))
