@@ -124,9 +124,13 @@ def _level_finding(metrics: dict[str, Any], params, low: list[str]) -> str:
             f"   2. a higher stage1 learning rate: `{cmd('stage1.lr=' + num(s1.lr * 2))}` (the recipe: 2e-4)\n"
             f"   3. a larger base model (base.model), when a longer stage1 does not help")
     if r2 is None or r2 < floor:
+        measured = _drop(metrics, "stage1", "merged", 0.0) != "unclear"
+        verdict = ("stage2 drifted towards \"always empty\"" if measured else
+                   "stage2 is the likely cause, though on this subset the two intervals overlap (raise "
+                   f"eval.compare_subset to measure it: `{cmd('eval.compare_subset=' + str(4 * n))}`)")
         return head + (
             f"stage1 reached {_pct(r1)}{_interval(metrics, 'stage1')}, the merged stage2 model {_pct(r2)}"
-            f"{_interval(metrics, 'merged')} on {n} articles: stage2 drifted to \"always empty\". Try, in this order:\n"
+            f"{_interval(metrics, 'merged')} on {n} articles: {verdict}. Try, in this order:\n"
             f"   1. fewer stage2 steps: `{cmd('stage2.epochs=' + num(s2.epochs / 2))}`\n"
             f"   2. a lower stage2 learning rate: `{cmd('stage2.lr=' + num(s2.lr / 2))}`\n"
             f"   3. more positives in stage2: `{cmd('stage2.positive_ratio=' + num(s2.positive_ratio + 0.05))}`")
@@ -148,7 +152,8 @@ def advise(metrics: dict[str, Any], params, stage1: dict[str, Any] | None = None
     # 1. stage2 cost recall
     r1, r2 = _get(metrics, "compare", "stage1", "recall"), _get(metrics, "compare", "merged", "recall")
     stage2_drop = _drop(metrics, "stage1", "merged", ev.recall_drop_margin)
-    if stage2_drop == "unclear":
+    blamed_stage2 = bool(low) and r1 is not None and r1 >= ev.min_recall and (r2 is None or r2 < ev.min_recall)
+    if stage2_drop == "unclear" and not blamed_stage2:
         findings.append(
             f"stage2 recall {_pct(r2)}{_interval(metrics, 'merged')} vs stage1 {_pct(r1)}{_interval(metrics, 'stage1')}"
             f" on {metrics['compare']['n']} articles: the intervals overlap, so this is not a measured drop. "

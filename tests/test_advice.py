@@ -161,6 +161,11 @@ def test_stage2_collapse_blames_stage2():
                     "merged": {"recall": 0.1, "recall_ci95": [0.07, 0.15]}, "gguf": {"recall": 0.1}}
     text = advise(m, PARAMS)
     assert "stage2 drifted" in text and text.index("stage2.epochs=0.25") < text.index("stage2.lr=5e-05")
+    m["compare"]["merged"]["recall_ci95"] = [0.3, 0.88]     # overlapping: the likely cause, not a measured one
+    m["compare"]["merged"]["recall"] = 0.45
+    text = advise(m, PARAMS)
+    assert "stage2 is the likely cause" in text and "eval.compare_subset=800" in text
+    assert text.count("intervals overlap") == 1
 
 
 def test_a_drop_inside_the_intervals_is_not_called_a_drop():
