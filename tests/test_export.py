@@ -66,7 +66,12 @@ def one_thread():
 
 
 def write_params(path: Path, **sections) -> Path:
-    path.write_text(yaml.safe_dump({"prompt": {"system": SYSTEM}, **sections}, allow_unicode=True), encoding="utf-8")
+    """The committed params.yaml with these sections changed (every stage checks the whole file)."""
+    from jinmei.params import read_yaml
+    from tiny_repo import ROOT, deep_merge
+
+    params = deep_merge(read_yaml(ROOT / "params.yaml"), {"prompt": {"system": SYSTEM}, **sections})
+    path.write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
     return path
 
 
@@ -102,8 +107,9 @@ def _build_tiny(root: Path) -> dict[str, Path]:
         patch.setenv("JINMEI_PARAMS", str(params))
         merge_stage.main(["--base", str(root / "base"), "--adapter", str(root / "adapter"), "--out", str(root / "merged")])
         quantize_stage.main(["--merged", str(root / "merged"), "--out-dir", str(root / "gguf"),
-                       "--report", str(root / "metrics" / "quantize.json")])
-    report = json.loads((root / "metrics" / "quantize.json").read_text(encoding="utf-8"))
+                             "--report", str(root / "metrics" / "quantize.json"),
+                             "--details", str(root / "metrics" / "details.json")])
+    report = json.loads((root / "metrics" / "details.json").read_text(encoding="utf-8"))
     return {"root": root, "merged": root / "merged", "gguf": root / "gguf", "f16": Path(report["f16_gguf"]),
             "q4": Path(report["gguf"]), "report": report}
 
@@ -332,7 +338,7 @@ def test_quantize_errors(tiny, tmp_path, monkeypatch):
         with pytest.raises(JinmeiError, match=r"1 MB free, the export needs up to [0-9]+ MB"):
             quantize.export(tiny["merged"], out, "Q4_K_M", "x", SYSTEM)
     monkeypatch.setenv("JINMEI_CONVERTER_DIR", str(tmp_path / "no-converter"))
-    with pytest.raises(JinmeiError, match="pip install --no-deps --target"):
+    with pytest.raises(JinmeiError, match="bash scripts/install_converter.sh"):
         quantize.export(tiny["merged"], out, "Q4_K_M", "x", SYSTEM)
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".gguf")]
 
