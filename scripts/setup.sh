@@ -17,8 +17,7 @@ python -m pip install --upgrade "pip>=24"
 llama_pin=$(grep -o '"llama-cpp-python==[^"]*"' pyproject.toml | tr -d '"')
 llama_version=${llama_pin#*==}
 sdist="build/sdist/llama_cpp_python-${llama_version}.tar.gz"
-[ -f "$sdist" ] || python -m pip download --no-deps --no-binary :all: --no-build-isolation -d build/sdist "$llama_pin" \
-  || python -m pip download --no-deps --no-binary :all: -d build/sdist "$llama_pin"
+[ -f "$sdist" ] || python -m pip download --no-deps --no-binary :all: -d build/sdist "$llama_pin"
 want_cuda=0
 if [ "$mode" = "gpu" ] && command -v nvcc >/dev/null; then want_cuda=1; fi
 if [ -z "${CMAKE_ARGS:-}" ]; then
