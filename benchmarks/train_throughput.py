@@ -49,7 +49,8 @@ FIRST_SPECIAL_ID = 151643  # Qwen2.5's <|endoftext|>; synthetic ids stay below i
 
 
 def special_base(vocab: int) -> int:
-    """Id of <|endoftext|> (then <|im_start|>, <|im_end|>): Qwen2.5's ids, or the vocab's last three."""
+    """Id of the first of the three ChatML specials (end of text, turn start, turn end): Qwen2.5's ids, or the
+    vocab's last three."""
     return min(vocab, FIRST_SPECIAL_ID + 3) - 3
 SPEC_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16 tensor-core spec (SXM); H200 has the same compute
 
@@ -161,16 +162,17 @@ def write_tokenizer(folder: Path, vocab: int) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    from jinmei.basemodel import SMOLLM2_CHAT_TEMPLATE, SMOLLM2_SPECIAL  # the bundled model's ChatML
+
+    specials = [SMOLLM2_SPECIAL["pad_token"], SMOLLM2_SPECIAL["bos_token"], SMOLLM2_SPECIAL["eos_token"]]
     base = special_base(vocab)
     words = {f"t{i}": i for i in range(min(base, 1000))}
     words.update({s: base + k for k, s in enumerate(specials)})
     tok = Tokenizer(models.WordLevel(words, unk_token="t0"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=specials[2], pad_token=specials[0],
                                    unk_token="t0", model_max_length=32768)
-    fast.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-                          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    fast.chat_template = SMOLLM2_CHAT_TEMPLATE
     fast.save_pretrained(folder)
 
 
