@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     results = []
 
     model = llm.load_llama(gguf, n_ctx=ev.n_ctx, n_threads=threads)
-    fmt = llm.GgufChat(model).fmt
+    fmt = llm.GgufChat.of(model).fmt
 
     def messages(system, article):
         return chat.messages(fmt, system, article)

@@ -60,21 +60,17 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
-def _ci(metrics, *keys) -> list[float] | None:
-    return _get(metrics, *keys)
-
-
 def _drop(metrics, before: str, after: str, margin: float) -> str | None:
     """'drop' (over the margin, intervals apart), 'unclear' (over the margin, intervals overlap) or None."""
     r1, r2 = _get(metrics, "compare", before, "recall"), _get(metrics, "compare", after, "recall")
     if r1 is None or r2 is None or r1 - r2 <= margin:
         return None
-    c1, c2 = _ci(metrics, "compare", before, "recall_ci95"), _ci(metrics, "compare", after, "recall_ci95")
+    c1, c2 = _get(metrics, "compare", before, "recall_ci95"), _get(metrics, "compare", after, "recall_ci95")
     return "drop" if not (c1 and c2) or c2[1] < c1[0] else "unclear"
 
 
 def _interval(metrics, name: str) -> str:
-    ci = _ci(metrics, "compare", name, "recall_ci95")
+    ci = _get(metrics, "compare", name, "recall_ci95")
     return f" [95% CI {_pct(ci[0])}-{_pct(ci[1])}]" if ci else ""
 
 
@@ -89,10 +85,6 @@ def low_levels(metrics: dict[str, Any], params) -> list[str]:
     if pos.get("answered_empty_rate") is not None and pos["answered_empty_rate"] >= ev.max_answered_empty_rate:
         low.append("answered_empty_rate")
     return low
-
-
-def flagged_levels(metrics: dict[str, Any], params) -> list[str]:
-    return low_levels(metrics, params)
 
 
 def _level_finding(metrics: dict[str, Any], params, low: list[str]) -> str:

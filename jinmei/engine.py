@@ -83,7 +83,7 @@ def naive_complete(llm, system: str, article: str, max_new_tokens: int, grammar=
     rendering the GGUF's own template (an article without special-token strings: the same prompt ids)."""
     llm.reset()
     start = time.perf_counter()
-    fmt = GgufChat(llm).fmt
+    fmt = GgufChat.of(llm).fmt
     reply = llm.create_chat_completion(chat.messages(fmt, system, article), temperature=0.0,
                                        max_tokens=max_new_tokens, grammar=grammar)
     choice = reply["choices"][0]
@@ -120,6 +120,13 @@ class GgufChat:
         self.rstrip = {self.piece(i) for i, a in control.items() if a & llama_cpp.LLAMA_TOKEN_ATTR_RSTRIP}
         self.fmt = chat.format_of(template, self.piece(self.bos_id) if self.bos_id >= 0 else None,
                                   self.piece(eos_id) if eos_id >= 0 else None)
+
+    @classmethod
+    def of(cls, llm) -> "GgufChat":
+        """The model's GgufChat, built once: it reads every token's attributes, too slow to repeat per article."""
+        if getattr(llm, "_jinmei_chat", None) is None:
+            llm._jinmei_chat = cls(llm)
+        return llm._jinmei_chat
 
     def piece(self, token: int) -> str:
         import llama_cpp
@@ -171,7 +178,7 @@ class Engine:
         self.n_batch = n_batch              # tokens per llama_decode in batched mode (prompt chunks + answers)
         self.vocab = self.llm._model.vocab
         self.n_vocab = self.llm.n_vocab()
-        self.chat = GgufChat(self.llm)
+        self.chat = GgufChat.of(self.llm)
         self._ctx = None
         self._prefix: list[int] = []
 

@@ -228,6 +228,6 @@ def run(p, gguf: Path, splits_dir: Path, base: Path, stage1: Path, merged: Path,
     write_json(details_file, metrics)
     write_json(metrics_file, headline(metrics))
     text = advice_mod.advise(metrics, p, advice_mod.read_optional_json(stage1_metrics), previous)
-    console.print(summary_table(metrics, advice_mod.flagged_levels(metrics, p)))
+    console.print(summary_table(metrics, advice_mod.low_levels(metrics, p)))
     advice_mod.write_advice(advice_file, text)
     console.print(text)

@@ -147,10 +147,10 @@ def test_an_always_empty_model_is_flagged_not_called_healthy():
     assert "Nothing to change" not in text and "not useful yet" in text
     assert "answers {\"persons\":[]} to 100.0%" in text
     assert "stage1 did not learn the task" in text and "stage1.epochs=6" in text and "stage1.size=null" in text
-    from jinmei.advice import flagged_levels
+    from jinmei.advice import low_levels
     from jinmei.params import parse
 
-    assert set(flagged_levels(metrics, parse(deep_merge(COMMITTED, PARAMS)))) == {"recall", "person_f1",
+    assert set(low_levels(metrics, parse(deep_merge(COMMITTED, PARAMS)))) == {"recall", "person_f1",
                                                                                    "answered_empty_rate"}
 
 
