@@ -42,6 +42,9 @@ SHAPES = {
                          intermediate_size=8960, vocab_size=151936, tie_word_embeddings=True),
     "qwen2.5-7b": dict(hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
                        intermediate_size=18944, vocab_size=152064, tie_word_embeddings=False),
+    # the bundled base model's own shape (Llama architecture): sizes the at-scale run (benchmarks/at_scale)
+    "smollm2-135m": dict(hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                         intermediate_size=1536, vocab_size=49152, tie_word_embeddings=True),
     "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                  intermediate_size=128, vocab_size=2048, tie_word_embeddings=True),
 }
@@ -149,9 +152,12 @@ def token_row(i: int, prompt_len: int, answer_len: int, vocab: int, seed: int) -
 
 # ---------------------------------------------------------------- model folder
 def model_config(shape: str):
-    from transformers import Qwen2Config
+    from transformers import LlamaConfig, Qwen2Config
 
     base = special_base(SHAPES[shape]["vocab_size"])
+    if shape == "smollm2-135m":
+        return LlamaConfig(**SHAPES[shape], max_position_embeddings=8192, rope_theta=100_000.0, rms_norm_eps=1e-5,
+                           hidden_act="silu", bos_token_id=base + 1, eos_token_id=base + 2, torch_dtype="bfloat16")
     return Qwen2Config(**SHAPES[shape], max_position_embeddings=32768, rope_theta=1_000_000.0, rms_norm_eps=1e-6,
                        hidden_act="silu", use_sliding_window=False, bos_token_id=base, eos_token_id=base + 2,
                        torch_dtype="bfloat16")
@@ -370,7 +376,8 @@ def bench(args) -> None:
         "lora": lora, "max_seq_length": args.max_seq_length, "attn_implementation": attn,
         "params": str(args.params), "overrides": BENCH_OVERRIDES,
         "train_gradient_checkpointing": params.train.gradient_checkpointing,
-        "gradient_checkpointing": "unsloth (offloaded)" if args.backend == "unsloth" else "transformers (recompute)",
+        "gradient_checkpointing": (("unsloth (offloaded)" if args.backend == "unsloth" else "transformers (recompute)")
+                                   if params.train.gradient_checkpointing else "off"),
         "n_body_params": n_body, "n_lm_head_params": n_head, "trainable_params": trainable,
         "flops_formula": "6 * N_body * non-pad tokens (N_body = decoder Linear weights, no embeddings, no lm_head)",
         "matmul_bf16_tflops_measured": measured, "bf16_tflops_spec": spec,

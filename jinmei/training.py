@@ -113,7 +113,7 @@ def load_model(base_dir: Path, backend: str, lora: LoraSpec, max_seq_length: int
         model = FastLanguageModel.get_peft_model(
             model, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
             target_modules=lora.target_modules, bias="none", random_state=seed,
-            use_gradient_checkpointing="unsloth",
+            use_gradient_checkpointing="unsloth" if grad_ckpt else False,  # train.gradient_checkpointing, as on hf
         )
         return model, tokenizer
     from peft import LoraConfig, get_peft_model

@@ -65,6 +65,17 @@ def test_too_long_article_is_cut_or_skipped_never_the_answer(tokenizer, params):
     assert tokenizer.decode(answer_ids).startswith(answer_text(long_row["output"], fields))
 
 
+def test_forked_encoders_give_the_in_process_examples(tokenizer, params):
+    """Large mixtures are encoded in worker processes: same examples, same order, same report."""
+    fields, system = params["schema"]["fields"], params["prompt"]["system"]
+    long_row = dict(ROWS[0], id="long", text=ROWS[0]["text"] + "関連して" * 60)
+    rows = [dict(r, id=f"{r['id']}-{i}") for i in range(300) for r in (ROWS[0], ROWS[1], long_row)]
+    limit = len(encode_example(tokenizer, system, long_row["text"], answer_text(long_row["output"], fields))[0]) - 1
+    one = encode_rows(rows, tokenizer, system, fields, limit, "skip", workers=1)
+    forked = encode_rows(rows, tokenizer, system, fields, limit, "skip", workers=2)
+    assert forked[0] == one[0] and forked[1] == one[1] and one[1].skipped == 300
+
+
 def test_length_grouping_sees_the_prompt_not_the_answer(tiny_base, params, tmp_path, monkeypatch):
     """The same article as a positive and as an empty gets one grouping length: batches are never sorted by
     class (an answer-inclusive length put positives and empties in separate batches, and stage1 learned
