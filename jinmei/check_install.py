@@ -7,8 +7,13 @@ import subprocess
 import sys
 
 
+# torch and transformers are imported first because eval's process holds both when llama.cpp loads: a CUDA build
+# that decoded fine alone died with SIGSEGV in llama.cpp's tokenizer set-up once they were loaded (H200, 2026-12-02,
+# benchmarks/results/at-scale/cuda-crash-load-verbose.txt); the check must see what eval will see.
 DECODE_SCRIPT = """
-import sys, llama_cpp
+import sys
+import torch, transformers  # noqa: F401
+import llama_cpp
 gpu = sys.argv[2] == "gpu"
 if gpu and not llama_cpp.llama_supports_gpu_offload():
     sys.exit("llama-cpp-python was built without GPU offload")
@@ -34,6 +39,10 @@ def decode_check(gguf_file, gpu: bool = False) -> list[str]:
             return []
         print(f"ok  llama.cpp decodes a {tokens}-token prompt")
         return []
+    if run.returncode < 0 and gpu:
+        return [f"llama.cpp's GPU build crashed with signal {-run.returncode} loading a GGUF in a process that has "
+                "torch and transformers loaded, as eval's does: eval and quantize would die the same way. "
+                f"Its last words: {run.stderr.strip()[-300:]}"]
     if run.returncode < 0:
         # scripts/setup.sh holds the portable build flags; it rebuilds llama-cpp-python only when it is absent
         return [f"llama.cpp crashed with signal {-run.returncode} decoding a prompt: it was built for CPU "

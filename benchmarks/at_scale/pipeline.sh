@@ -58,8 +58,13 @@ stages sanity stage1 stage2 merge || { log "training FAILED"; exit 1; }
 while [ ! -f "$W/build.done" ] && [ ! -f "$W/build.failed" ]; do sleep 5; done
 [ -f "$W/build.failed" ] && { log "CUDA build FAILED"; grep -iE "error|fatal" "$W/build.log" | tail -20; exit 1; }
 log "$(tail -1 "$W/build.log")"
+# quantize is CPU work (conversion, k-quantization, a short parity decode): it runs on the CPU build that the
+# sanity preflight used. The CUDA build crashed there on 2026-12-02 (SIGSEGV loading the GGUF once torch or
+# transformers is imported; cuda_crash.sh bisects which import).
+stages quantize || { log "quantize FAILED"; exit 1; }
 export PYTHONPATH=/tmp/site-cuda:/tmp/site:$R
 python3 -c "import llama_cpp; print('llama_cpp', llama_cpp.__version__, 'gpu offload', llama_cpp.llama_supports_gpu_offload())"
-stages quantize eval || { log "quantize/eval FAILED"; exit 1; }
+bash benchmarks/at_scale/cuda_crash.sh models/gguf/*-Q4_K_M.gguf | tee "$W/results/cuda-crash.txt"
+stages eval || { log "eval FAILED"; exit 1; }
 cp -r metrics "$W/results/"; cp -r data/predictions "$W/results/"
 log "done"; touch "$W/pipeline.done"
