@@ -18,3 +18,15 @@ PY
   rc=$?
   echo "import ${first:-(nothing)} first: $([ $rc -eq 0 ] && echo ok || echo "exit $rc")"
 done
+# the other order: the GGUF loaded first, then the import, then a decode
+for after in transformers torch; do
+  python3 - "$gguf" "$after" > /tmp/cuda-crash.log 2>&1 <<'PY'
+import importlib, sys
+import llama_cpp
+llm = llama_cpp.Llama(model_path=sys.argv[1], n_gpu_layers=-1, n_ctx=512, verbose=False)
+importlib.import_module(sys.argv[2])
+print(llm("東京都の会社員", max_tokens=4, temperature=0.0)["usage"])
+PY
+  rc=$?
+  echo "GGUF loaded first, then import $after, then decode: $([ $rc -eq 0 ] && echo ok || echo "exit $rc")"
+done
