@@ -74,7 +74,9 @@ def _first_encodings(rows, tokenizer, system: str, fields: list[str], workers: i
 
 
 def encode_workers(n_rows: int) -> int:
+    """Encoder processes for n_rows: this process's share of the cores (torchrun ranks on one host split them)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores //= max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     return min(cores - 1, 12) if n_rows >= PARALLEL_MIN_ROWS and cores > 2 else 1
 
 
