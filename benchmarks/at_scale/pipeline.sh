@@ -70,7 +70,8 @@ bash benchmarks/at_scale/cuda_crash.sh models/gguf/*-Q4_K_M.gguf | tee "$W/resul
 stages eval && { log "eval ran as dvc.yaml runs it"; } || {
   log "eval FAILED as dvc.yaml runs it; retrying with llama_cpp imported first"
   cmd=$(python3 -c "import yaml; print(yaml.safe_load(open('dvc.yaml'))['stages']['eval']['cmd'])")
-  first() { python3 -c "import llama_cpp, runpy, sys; sys.argv = ['stages.eval'] + sys.argv[1:]; runpy.run_module('stages.eval', run_name='__main__')" ${cmd#python -m stages.eval}; }
+  # CUDA_VISIBLE_DEVICES set: eval.workers auto then counts GPUs without importing torch (engine.visible_gpus)
+  first() { CUDA_VISIBLE_DEVICES=0 python3 -c "import llama_cpp, runpy, sys; sys.argv = ['stages.eval'] + sys.argv[1:]; runpy.run_module('stages.eval', run_name='__main__')" ${cmd#python -m stages.eval}; }
   first > "$W/results/logs/eval-llama-first.log" 2>&1 && log "eval ran with llama_cpp imported first" || {
     log "that FAILED too (exit $?); once more without the unquantized compare (no torch on the GPU)"
     sed -i 's/^  compare_subset: .*/  compare_subset: 0/' "$W/params.yaml"
