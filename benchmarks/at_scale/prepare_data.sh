@@ -6,7 +6,7 @@
 # the split files travel xz-compressed (the GPU machine has no network and 64 MiB per call).
 set -euo pipefail
 dest=${1:-.gpucarry/at-scale}
-rm -rf "$dest"; mkdir -p "$dest/work"
+rm -rf "$dest/work" "$dest/splits.tar.xz"; mkdir -p "$dest/work"   # keeps prepare_gpu.sh's llcpu.tgz
 cp params.yaml "$dest/params.yaml"
 python -m jinmei.profile profiles/at-scale.yaml --params "$dest/params.yaml"
 [ -n "${AT_SCALE_DELTA:-}" ] && python -m jinmei.profile "$AT_SCALE_DELTA" --params "$dest/params.yaml"
