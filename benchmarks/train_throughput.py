@@ -34,7 +34,8 @@ from jinmei.errors import JinmeiError, run_main  # noqa: E402
 from jinmei.files import write_json  # noqa: E402
 from jinmei.params import as_dict, load_all  # noqa: E402
 from jinmei.runtime import set_offline_env  # noqa: E402
-from jinmei.training import LoraSpec, load_model, sft_config  # noqa: E402
+from jinmei import memory  # noqa: E402
+from jinmei.training import LoraSpec, add_lora, checkpoint_plan, load_base, sft_config  # noqa: E402
 
 # Real architectures' shapes (Qwen2.5 config.json values); "tiny" is for CPU smoke tests only.
 SHAPES = {
@@ -209,11 +210,26 @@ BENCH_OVERRIDES = {"lr_scheduler_type": "constant", "warmup_steps": 0, "train_sa
                    "logging_steps": 10_000}
 
 
-def load_backend(backend: str, folder: str, params, max_len: int, seed: int):
-    """jinmei.training.load_model, exactly as sanity/stage1/stage2 call it (lora and train sections of params)."""
+def load_backend(backend: str, folder: str, params, max_len: int, seed: int, setting, batches: list[int],
+                 longest: int):
+    """The stages' load_base -> checkpoint_plan -> add_lora (jinmei.training), for the sweep's longest batch.
+
+    One process holds one plan: batch sizes whose plans differ (auto) must run in separate processes."""
     lora = params.lora
     spec = LoraSpec(int(lora.r), int(lora.alpha), float(lora.dropout), list(lora.target_modules))
-    return load_model(Path(folder), backend, spec, max_len, seed, params.train.gradient_checkpointing)
+    model, tok = load_base(Path(folder), backend, max_len)
+    import torch
+
+    allocated = torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
+    plans = {b: checkpoint_plan(setting, model, backend, spec, b, longest) for b in batches}
+    kinds = {b: (p.checkpointed, tuple(p.kept)) for b, p in plans.items()}
+    if len(set(kinds.values())) > 1:
+        raise JinmeiError(f"--checkpointing {setting}: the batches plan differently "
+                          f"({', '.join(f'b{b}: {p.checkpointed} recomputed' for b, p in plans.items())}); "
+                          "run each plan's batches in its own process")
+    plan = plans[max(batches)]
+    print(f"[{backend}] {memory.describe(plan)}")
+    return add_lora(model, backend, spec, seed, plan), tok, plans, allocated
 
 
 def body_matmul_params(model) -> tuple[int, int]:
@@ -337,7 +353,8 @@ def bench(args) -> None:
     t_start = time.perf_counter()
     params = load_all(args.params)
     lora = as_dict(params.lora)
-    print(f"[{args.backend}] the stages' load_model + sft_config from {args.params}; overrides {BENCH_OVERRIDES}, "
+    print(f"[{args.backend}] the stages' load_base, checkpoint_plan, add_lora and sft_config from {args.params}; "
+          f"overrides {BENCH_OVERRIDES}, "
           "per-device batch swept, no accumulation")
     if args.backend == "unsloth":
         import unsloth  # noqa: F401  (patches transformers/peft/trl; must be first)
@@ -360,7 +377,11 @@ def bench(args) -> None:
         raise JinmeiError(f"synthetic rows reach {lengths.max()} tokens > --max-seq-length {args.max_seq_length}: "
                           "lower --chars-max or raise --max-seq-length (rows are never truncated)")
     t0 = time.perf_counter()
-    model, tok = load_backend(args.backend, args.dir, params, args.max_seq_length, args.seed)
+    setting = {"true": True, "false": False, "auto": "auto"}.get(args.checkpointing,
+                                                                params.train.gradient_checkpointing)
+    model, tok, plans, allocated = load_backend(args.backend, args.dir, params, args.max_seq_length, args.seed,
+                                                setting, list(args.batches) + list(args.random_batches),
+                                                int(lengths.max()))
     load_s = time.perf_counter() - t0
     n_body, n_head = body_matmul_params(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -375,11 +396,12 @@ def bench(args) -> None:
                      "trl": trl.__version__, "unsloth": _version("unsloth"), "python": platform.python_version()},
         "lora": lora, "max_seq_length": args.max_seq_length, "attn_implementation": attn,
         "params": str(args.params), "overrides": BENCH_OVERRIDES,
-        "train_gradient_checkpointing": params.train.gradient_checkpointing,
-        "gradient_checkpointing": (("unsloth (offloaded)" if args.backend == "unsloth" else "transformers (recompute)")
-                                   if params.train.gradient_checkpointing else "off"),
+        "checkpointing": setting, "plans": {str(b): p.as_metrics() for b, p in plans.items()},
+        "allocated_before_adapter_gib": allocated / 2**30,
+        "gradient_checkpointing": ("unsloth (offloaded)" if args.backend == "unsloth" else "transformers (recompute)"),
         "n_body_params": n_body, "n_lm_head_params": n_head, "trainable_params": trainable,
-        "flops_formula": "6 * N_body * non-pad tokens (N_body = decoder Linear weights, no embeddings, no lm_head)",
+        "flops_formula": "strict: 4 * N_body * non-pad tokens; with recomputation: (4 + 2 * recomputed share of "
+                         "layers) * N_body * tokens (N_body = decoder Linear weights, no embeddings, no lm_head)",
         "matmul_bf16_tflops_measured": measured, "bf16_tflops_spec": spec,
         "data": data_summary(prompt, answer, args), "load_s": load_s, "warmup": None, "runs": [],
     }
@@ -450,7 +472,9 @@ def bench(args) -> None:
         secs = sum(durations[i] for i in timed)
         tok_s = tokens / secs
         step_rates = [stats[i]["nonpad"] / durations[i] for i in timed]
-        model_tflops = 6 * n_body * tok_s / 1e12
+        share = plans[batch].checkpointed / plans[batch].layers
+        model_tflops = 4 * n_body * tok_s / 1e12  # strict model FLOPs: forward 2N + input-gradient backward 2N
+        work_tflops = (4 + 2 * share) * n_body * tok_s / 1e12  # + the recomputed forward of checkpointed layers
         run = {
             "batch": batch, "order": order, "status": "ok", "timed_steps": len(timed), "warmup_steps": args.warmup,
             "tokens_per_s": tok_s, "tokens_per_s_median_step": statistics.median(step_rates),
@@ -460,18 +484,22 @@ def bench(args) -> None:
             "supervised_tokens_per_step": sum(stats[i]["supervised"] for i in timed) / len(timed),
             "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if device != "cpu" else None,
             "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if device != "cpu" else None,
-            "model_tflops": model_tflops,
-            "mfu_vs_measured": model_tflops / measured if measured else None,
-            "mfu_vs_spec": model_tflops / spec if spec else None,
+            "recompute_share": share, "estimated_peak_gib": None if plans[batch].need_gib is None else plans[batch].need_gib + allocated / 2**30,
+            "model_tflops_4n": model_tflops, "work_tflops": work_tflops,
+            "mfu_4n_vs_measured": model_tflops / measured if measured else None,
+            "mfu_4n_vs_spec": model_tflops / spec if spec else None,
+            "mfu_vs_measured": work_tflops / measured if measured else None,  # with recomputation ((4+2f)N)
+            "mfu_vs_spec": work_tflops / spec if spec else None,
             "longest_row": int(lengths[batches[0]].max()), "stats_from": "collator" if collated else "plan",
             "step_s": durations, "steps": stats, "wall_s": wall,
         }
         result["runs"].append(run)
         write_json(out, result)
         mem = f"{run['peak_mem_gib']:.1f} GiB" if run["peak_mem_gib"] is not None else "-"
-        mfu = f"{run['mfu_vs_measured']:.1%}" if run["mfu_vs_measured"] is not None else "-"
+        mfu = f"{_pct(run['mfu_4n_vs_measured'])} strict 4N, {_pct(run['mfu_vs_measured'])} with recomputation"
         print(f"[{args.backend}] batch {batch:>2} {order:7}: {tok_s:9,.0f} tok/s  {run['s_per_step']:.3f} s/step  "
-              f"pad {run['pad_share']:.1%}  peak {mem}  MFU {mfu} of measured")
+              f"pad {run['pad_share']:.1%}  peak {mem} (estimated {_gib(run['estimated_peak_gib'])})  "
+              f"recomputed {share:.0%}  MFU {mfu} of measured")
     result["total_s"] = time.perf_counter() - t_start
     write_json(out, result)
 
@@ -486,51 +514,64 @@ def _version(name: str) -> str | None:
 
 
 # ---------------------------------------------------------------- summary
+def variant(result: dict) -> str:
+    """backend + checkpointing setting; JSONs from before `--checkpointing` checkpointed every layer."""
+    setting = result.get("checkpointing", True)
+    return f"{result['backend']} ckpt={'auto' if setting == 'auto' else str(bool(setting)).lower()}"
+
+
+def run_mfu_4n(run: dict) -> float | None:
+    if "mfu_4n_vs_measured" in run:
+        return run["mfu_4n_vs_measured"]
+    return run["mfu_vs_measured"] * 4 / 6 if run.get("mfu_vs_measured") is not None else None  # every layer recomputed
+
+
 def summary(args) -> None:
     from rich.console import Console
     from rich.table import Table
 
     missing = [f for f in args.files if not Path(f).exists()]
     for f in missing:
-        print(f"summary: {f} was not written (that backend failed before its first point; see the log)")
+        print(f"summary: {f} was not written (that run failed before its first point; see the log)")
     results = [json.loads(Path(f).read_text(encoding="utf-8")) for f in args.files if Path(f).exists()]
     if not results:
         raise JinmeiError("summary: none of the bench JSONs exist")
-    console = Console(width=160)
+    console = Console(width=180)
     goals, rows = [], []
     for shape in dict.fromkeys(r["shape"] for r in results):
-        by = {r["backend"]: r for r in results if r["shape"] == shape}
-        ok = {b: {(x["batch"], x["order"]): x for x in r["runs"] if x["status"] == "ok"} for b, r in by.items()}
-        table = Table(title=f"{shape} on {next(iter(by.values()))['device']}")
-        for col in ("batch", "order", "backend", "tokens/s", "median step", "s/step", "peak GiB", "pad", "MFU meas.",
-                    "MFU spec", "unsloth/hf", "(median)"):
+        ok: dict[str, dict] = {}  # variant -> (batch, order) -> run; auto's plans may come from several processes
+        status: dict[str, dict] = {}
+        for r in (r for r in results if r["shape"] == shape):
+            for x in r["runs"]:
+                key = (x["batch"], x["order"])
+                (ok if x["status"] == "ok" else status).setdefault(variant(r), {})[key] = {**x, "_result": r}
+        table = Table(title=f"{shape} on {next(r['device'] for r in results if r['shape'] == shape)}")
+        for col in ("batch", "order", "variant", "tokens/s", "median step", "s/step", "peak GiB", "estimated",
+                    "recomputed", "pad", "MFU 4N meas.", "MFU w/ recompute", "MFU 4N spec"):
             table.add_column(col, justify="right")
-        keys = sorted({k for runs in ok.values() for k in runs}, key=lambda k: (k[1] != "grouped", k[0]))
+        keys = sorted({k for runs in (*ok.values(), *status.values()) for k in runs},
+                      key=lambda k: (k[1] != "grouped", k[0]))
         for key in keys:
-            for backend in ("hf", "unsloth"):
-                x = ok.get(backend, {}).get(key)
+            for name in sorted(set(ok) | set(status)):
+                x = ok.get(name, {}).get(key)
                 if x is None:
-                    other = next((y for y in by.get(backend, {}).get("runs", []) if (y["batch"], y["order"]) == key),
-                                 None)
-                    if backend in by:
-                        table.add_row(str(key[0]), key[1], backend, other["status"] if other else "not run",
-                                      *[""] * 8)
+                    if key in status.get(name, {}):
+                        table.add_row(str(key[0]), key[1], name, status[name][key]["status"], *[""] * 9)
                     continue
-                hf = ok.get("hf", {}).get(key)
-                speedup = x["tokens_per_s"] / hf["tokens_per_s"] if backend == "unsloth" and hf else None
-                speedup_med = _median_rate(x) / _median_rate(hf) if backend == "unsloth" and hf else None
-                table.add_row(str(key[0]), key[1], backend, f"{x['tokens_per_s']:,.0f}", f"{_median_rate(x):,.0f}",
-                              f"{x['s_per_step']:.3f}",
-                              f"{x['peak_mem_gib']:.1f}" if x["peak_mem_gib"] is not None else "-",
-                              f"{x['pad_share']:.1%}", _pct(x["mfu_vs_measured"]), _pct(x["mfu_vs_spec"]),
-                              f"{speedup:.2f}x" if speedup else "", f"{speedup_med:.2f}x" if speedup_med else "")
-                rows.append({"shape": shape, "backend": backend, "speedup_vs_hf": speedup,
-                             "speedup_vs_hf_median_step": speedup_med, "tokens_per_s_median_step": _median_rate(x),
+                share = x.get("recompute_share", 1.0)
+                spec4 = x.get("mfu_4n_vs_spec", x["mfu_vs_spec"] * 4 / 6 if x.get("mfu_vs_spec") else None)
+                table.add_row(str(key[0]), key[1], name, f"{x['tokens_per_s']:,.0f}", f"{_median_rate(x):,.0f}",
+                              f"{x['s_per_step']:.3f}", _gib(x["peak_mem_gib"]), _gib(x.get("estimated_peak_gib")),
+                              f"{share:.0%}", f"{x['pad_share']:.1%}", _pct(run_mfu_4n(x)),
+                              _pct(x["mfu_vs_measured"]), _pct(spec4))
+                rows.append({"shape": shape, "variant": name, "tokens_per_s_median_step": _median_rate(x),
+                             "mfu_4n_vs_measured": run_mfu_4n(x), "mfu_4n_vs_spec": spec4, "recompute_share": share,
+                             "estimated_peak_gib": x.get("estimated_peak_gib"),
                              **{k: x[k] for k in ("batch", "order", "tokens_per_s", "s_per_step", "peak_mem_gib",
-                                                  "pad_share", "mfu_vs_measured", "mfu_vs_spec")}})
+                                                  "pad_share", "mfu_vs_measured")}})
         console.print(table)
-        for backend, r in by.items():
-            console.print(f"  {backend}: matmul {r['matmul_bf16_tflops_measured'] or 0:.0f} TFLOP/s measured, "
+        for r in (r for r in results if r["shape"] == shape):
+            console.print(f"  {variant(r)}: matmul {r['matmul_bf16_tflops_measured'] or 0:.0f} TFLOP/s measured, "
                           f"spec {r['bf16_tflops_spec']}; N_body {r['n_body_params'] / 1e9:.3f}B; "
                           f"attention {r['attn_implementation']}; warm-up steps "
                           f"{', '.join(f'{d:.1f}' for d in (r['warmup'] or {}).get('steps_s', []))} s")
@@ -551,30 +592,35 @@ def _pct(x):
     return f"{x:.1%}" if x is not None else "-"
 
 
+def _gib(x):
+    return f"{x:.1f}" if x is not None else "-"
+
+
+MFU_GOALS = {"qwen2.5-7b": 0.50, "qwen2.5-1.5b": 0.40}  # strict 4N, of the measured bf16 rate, auto setting
+
+
 def _goals(shape: str, ok: dict) -> list[dict]:
     goals = []
-    hf, us = ok.get("hf", {}), ok.get("unsloth", {})
-    common = [k for k in hf if k in us and k[1] == "grouped"]
-    if common:
-        ratios = {k[0]: us[k]["tokens_per_s"] / hf[k]["tokens_per_s"] for k in common}
-        best_hf = max(hf.values(), key=lambda x: x["tokens_per_s"])
-        best_us = max(us.values(), key=lambda x: x["tokens_per_s"])
-        med = {k[0]: _median_rate(us[k]) / _median_rate(hf[k]) for k in common}
-        text = ", ".join(f"b{b}: {r:.2f}x (median step {med[b]:.2f}x)" for b, r in sorted(ratios.items()))
-        goals.append({"shape": shape, "goal": f"{shape}: Unsloth >= 2x plain HF at equal settings",
-                      "met": min(*ratios.values(), *med.values()) >= 2.0,  # both estimators, every batch
-                      "ratios": ratios, "ratios_median_step": med,
-                      "best_vs_best": best_us["tokens_per_s"] / best_hf["tokens_per_s"],
-                      "measured": f"{text}; best vs best {best_us['tokens_per_s'] / best_hf['tokens_per_s']:.2f}x"})
-    if shape == "qwen2.5-7b":
-        for backend, runs in (("unsloth", us), ("hf", hf)):
-            grouped = [x for k, x in runs.items() if k[1] == "grouped" and x["mfu_vs_measured"] is not None]
-            if grouped:
-                best = max(grouped, key=lambda x: x["mfu_vs_measured"])
-                goals.append({"shape": shape, "goal": f"{shape} {backend}: >= 40% of the measured bf16 rate",
-                              "met": best["mfu_vs_measured"] >= 0.40, "batch": best["batch"],
-                              "measured": f"{best['mfu_vs_measured']:.1%} at batch {best['batch']} "
-                                          f"({best['mfu_vs_spec']:.1%} of spec)"})
+    for setting in ("true", "auto", "false"):  # Unsloth vs plain at the same checkpointing setting
+        hf, us = ok.get(f"hf ckpt={setting}", {}), ok.get(f"unsloth ckpt={setting}", {})
+        common = [k for k in hf if k in us and k[1] == "grouped"]
+        if common:
+            ratios = {k[0]: us[k]["tokens_per_s"] / hf[k]["tokens_per_s"] for k in common}
+            med = {k[0]: _median_rate(us[k]) / _median_rate(hf[k]) for k in common}
+            text = ", ".join(f"b{b}: {r:.2f}x (median step {med[b]:.2f}x)" for b, r in sorted(ratios.items()))
+            goals.append({"shape": shape, "goal": f"{shape} ckpt={setting}: Unsloth >= 2x plain HF",
+                          "met": min(*ratios.values(), *med.values()) >= 2.0, "ratios": ratios,
+                          "ratios_median_step": med, "measured": text})
+    if shape in MFU_GOALS:
+        for name, runs in ok.items():
+            grouped = [x for k, x in runs.items() if k[1] == "grouped" and run_mfu_4n(x) is not None]
+            if grouped and name.endswith("ckpt=auto"):
+                best = max(grouped, key=run_mfu_4n)
+                goals.append({"shape": shape, "goal": f"{shape} {name}: strict 4N MFU >= {MFU_GOALS[shape]:.0%} "
+                                                      "of the measured bf16 rate",
+                              "met": run_mfu_4n(best) >= MFU_GOALS[shape], "batch": best["batch"],
+                              "measured": f"{run_mfu_4n(best):.1%} at batch {best['batch']} "
+                                          f"({best.get('recompute_share', 1.0):.0%} of layers recomputed)"})
     timed = [x for runs in ok.values() for k, x in runs.items() if k[1] == "grouped"]
     if timed:
         worst = max(x["pad_share"] for x in timed)
@@ -622,6 +668,8 @@ def main(argv=None) -> None:
     r.add_argument("--time-budget", type=float, default=1e9, help="seconds; later points are skipped past it")
     r.add_argument("--spec-tflops", type=float, default=None, help="default: 989 for H100/H200 (dense bf16)")
     r.add_argument("--device", default="auto")
+    r.add_argument("--checkpointing", choices=["params", "true", "false", "auto"], default="params",
+                   help="train.gradient_checkpointing for this run (params = the params file's value)")
     add_data_args(r)
 
     s = sub.add_parser("summary", help="table + goals from bench JSONs")

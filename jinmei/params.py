@@ -192,7 +192,8 @@ class Train:
     processes: Any = knob("auto", auto_or(POSITIVE_INT))
     global_batch: int = knob(8, POSITIVE_INT)
     per_device_batch: int = knob(4, POSITIVE_INT)
-    gradient_checkpointing: bool = knob(False, boolean)
+    gradient_checkpointing: Any = knob("auto", auto_or(boolean), "auto = recompute only the layers whose "
+                                       "activations the longest batch leaves no room for (jinmei.memory)")
     too_long: str = knob("skip", one_of("cut_article", "skip"), "an example over base.max_seq_length is dropped "
                          "(counted) or its article cut; the answer never")
     warmup_ratio: float = knob(0.05, RATIO)

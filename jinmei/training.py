@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jinmei import memory
 from jinmei.errors import JinmeiError
 from jinmei.examples import encode_rows
 from jinmei.files import atomic_path, write_json
@@ -95,8 +96,8 @@ class LoraSpec:
     target_modules: list[str]
 
 
-def load_model(base_dir: Path, backend: str, lora: LoraSpec, max_seq_length: int, seed: int, grad_ckpt: bool):
-    """Base model + a fresh LoRA adapter, on either backend, bf16 on GPU (never 4-bit)."""
+def load_base(base_dir: Path, backend: str, max_seq_length: int):
+    """The frozen base model and its tokenizer, on either backend, bf16 on GPU (never 4-bit)."""
     import torch
 
     on_gpu = torch.cuda.is_available()
@@ -105,31 +106,66 @@ def load_model(base_dir: Path, backend: str, lora: LoraSpec, max_seq_length: int
         import unsloth  # noqa: F401  (must come before transformers/peft/trl are used)
         from unsloth import FastLanguageModel
 
-        model, tokenizer = FastLanguageModel.from_pretrained(
+        return FastLanguageModel.from_pretrained(
             model_name=str(base_dir), max_seq_length=max_seq_length, dtype=torch.bfloat16,
             load_in_4bit=False, load_in_8bit=False, full_finetuning=False,
             device_map={"": local_rank}, local_files_only=True,
         )
-        model = FastLanguageModel.get_peft_model(
-            model, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-            target_modules=lora.target_modules, bias="none", random_state=seed,
-            use_gradient_checkpointing="unsloth" if grad_ckpt else False,  # train.gradient_checkpointing, as on hf
-        )
-        return model, tokenizer
-    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir, local_files_only=True)
     kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if on_gpu else torch.float32, "attn_implementation": "sdpa"}
     if on_gpu:
         kwargs["device_map"] = {"": local_rank}
-    model = AutoModelForCausalLM.from_pretrained(base_dir, local_files_only=True, **kwargs)
-    if grad_ckpt:
+    return AutoModelForCausalLM.from_pretrained(base_dir, local_files_only=True, **kwargs), tokenizer
+
+
+def checkpoint_plan(setting, model, backend: str, lora: LoraSpec, rows: int, longest: int) -> memory.Plan:
+    """train.gradient_checkpointing for this model and this stage's longest batch (jinmei.memory)."""
+    return memory.plan(setting, memory.Shape.of(model.config), backend, lora.r, lora.target_modules, rows, longest,
+                       memory.usable_cuda_bytes())
+
+
+def add_lora(model, backend: str, lora: LoraSpec, seed: int, ckpt: memory.Plan):
+    """A fresh LoRA adapter on the base, with the plan's layers checkpointed (the others keep activations)."""
+    if backend == "unsloth":
+        from unsloth import FastLanguageModel
+
+        return FastLanguageModel.get_peft_model(
+            model, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+            target_modules=lora.target_modules, bias="none", random_state=seed,
+            use_gradient_checkpointing="unsloth" if ckpt.checkpointed else False,
+            checkpoint_skip_layers=len(ckpt.kept) if ckpt.checkpointed else 0,  # same evenly spaced layers
+        )
+    from peft import LoraConfig, get_peft_model
+
+    if ckpt.checkpointed:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
+        layers = decoder_layers(model)
+        for i in ckpt.kept:
+            layers[i].gradient_checkpointing = False
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
                         target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
-    return get_peft_model(model, config), tokenizer
+    return get_peft_model(model, config)
+
+
+def decoder_layers(model) -> list:
+    """The decoder blocks transformers can checkpoint one by one, in order."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    if not layers:
+        raise JinmeiError(f"{type(model).__name__}: no decoder layers transformers can checkpoint; "
+                          "set train.gradient_checkpointing: false")
+    return layers
+
+
+def load_model(base_dir: Path, backend: str, lora: LoraSpec, max_seq_length: int, seed: int, grad_ckpt: bool):
+    """Base + fresh adapter with every layer checkpointed or none (tests; the stages plan per batch in `train`)."""
+    model, tokenizer = load_base(base_dir, backend, max_seq_length)
+    ckpt = checkpoint_plan(bool(grad_ckpt), model, backend, lora, 1, max_seq_length)
+    return add_lora(model, backend, lora, seed, ckpt), tokenizer
 
 
 def load_adapter_weights(model, adapter_dir: Path) -> None:
@@ -314,7 +350,7 @@ def sft_config(tp, seed: int, backend: str, world: int, *, output_dir: Path | st
         loss_type=tp.loss_type if backend == "hf" else "nll",  # Unsloth fuses its own loss
         dataloader_num_workers=0,
         include_num_input_tokens_seen="non_padding",
-        gradient_checkpointing=False,  # set on the model in load_model (Unsloth manages its own)
+        gradient_checkpointing=False,  # set per layer on the model in add_lora (jinmei.memory)
         ddp_find_unused_parameters=False if world > 1 else None,
     )
     unknown = set(overrides) - set(values)
@@ -338,14 +374,16 @@ def train(job: TrainJob, out_dir: Path) -> dict[str, Any]:
                     float(job.lora.dropout if job.lora_dropout is None else job.lora_dropout),
                     list(job.lora.target_modules))
     torch.manual_seed(seed)
-    model, tokenizer = load_model(job.base_dir, backend, lora, job.max_seq_length, seed, tp.gradient_checkpointing)
-    if job.init_adapter is not None:
-        load_adapter_weights(model, job.init_adapter)
+    model, tokenizer = load_base(job.base_dir, backend, job.max_seq_length)
     if tokenizer.pad_token_id is None:
         raise JinmeiError(f"{job.base_dir}: tokenizer has no pad token; rebuild the base with `dvc repro base`")
-
     examples, lengths = encode_rows(job.rows, tokenizer, job.system, list(job.fields), job.max_seq_length,
                                     tp.too_long)
+    longest = max((len(e["input_ids"]) for e in examples), default=1)
+    ckpt = checkpoint_plan(tp.gradient_checkpointing, model, backend, lora, per_device, longest)
+    model = add_lora(model, backend, lora, seed, ckpt)
+    if job.init_adapter is not None:
+        load_adapter_weights(model, job.init_adapter)
     steps = job.steps if job.steps is not None else optimizer_steps(job.epochs, len(examples), global_batch)
     resume_from = _prepare_checkpoints(job)
     if is_main_process():
@@ -353,6 +391,7 @@ def train(job: TrainJob, out_dir: Path) -> dict[str, Any]:
               f"(cut {lengths.cut}, skipped {lengths.skipped}) global_batch={global_batch} = "
               f"{per_device} x {accum} accumulation x {world} -> {steps} optimizer steps"
               + (f", resuming from {resume_from.name}" if resume_from else ""), flush=True)
+        print(f"[{job.label}] {memory.describe(ckpt)}", flush=True)
 
     from trl import SFTTrainer
 
@@ -388,6 +427,9 @@ def train(job: TrainJob, out_dir: Path) -> dict[str, Any]:
         "tokens": tokens,
         "seconds": round(seconds, 1),
         "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else None,
+        "gradient_checkpointing": ckpt.as_metrics(),
+        "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available()
+        else None,
     }
     if is_main_process():
         with atomic_path(out_dir) as tmp:

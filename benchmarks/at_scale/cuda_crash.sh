@@ -6,8 +6,9 @@
 set -uo pipefail
 gguf=${1:?GGUF file}
 export PYTHONPATH=/tmp/site-cuda:/tmp/site
+logs=${LOGDIR:-/tmp}  # one log per case: crash-<import>.log
 for first in "" numpy yaml jinja2 regex PIL._imaging tokenizers safetensors huggingface_hub torch transformers; do
-  python3 - "$gguf" "$first" > /tmp/cuda-crash.log 2>&1 <<'PY'
+  python3 -X faulthandler - "$gguf" "$first" > "$logs/crash-${first:-nothing}.log" 2>&1 <<'PY'
 import importlib, sys
 if sys.argv[2]:
     importlib.import_module(sys.argv[2])
@@ -20,7 +21,7 @@ PY
 done
 # the other order: the GGUF loaded first, then the import, then a decode
 for after in transformers torch; do
-  python3 - "$gguf" "$after" > /tmp/cuda-crash.log 2>&1 <<'PY'
+  python3 -X faulthandler - "$gguf" "$after" > "$logs/crash-after-$after.log" 2>&1 <<'PY'
 import importlib, sys
 import llama_cpp
 llm = llama_cpp.Llama(model_path=sys.argv[1], n_gpu_layers=-1, n_ctx=512, verbose=False)
