@@ -629,6 +629,104 @@ def _goals(shape: str, ok: dict) -> list[dict]:
     return goals
 
 
+KERNEL_KINDS = (  # CUDA kernel name fragments -> what the time went to (first match wins)
+    ("attention", ("fmha", "flash", "attention", "efficient_attention", "cutlass_sm90_fmha")),
+    ("GEMM", ("gemm", "nvjet", "cutlass", "xmma", "cublas", "matmul", "wgmma")),
+    ("copies (offload, casts)", ("memcpy", "memset", "copy", "cast")),
+    ("Triton (Unsloth fused)", ("triton",)),
+    ("optimizer", ("adam", "multi_tensor", "foreach")),
+    ("other elementwise / reductions", ("",)),
+)
+
+
+def kernel_kind(name: str) -> str:
+    low = name.lower()
+    return next(kind for kind, keys in KERNEL_KINDS if any(k in low for k in keys))
+
+
+def profile(args) -> None:
+    """Where a step's time goes: CUDA kernel time by kind over a few steps at one batch, against wall time."""
+    set_offline_env()
+    params = load_all(args.params)
+    if args.backend == "unsloth":
+        import unsloth  # noqa: F401
+    import torch
+    from torch.profiler import ProfilerActivity
+    from transformers import TrainerCallback
+
+    prompt, answer = synth_lengths(args)
+    lengths = prompt + answer
+    setting = {"true": True, "false": False, "auto": "auto"}.get(args.checkpointing,
+                                                                params.train.gradient_checkpointing)
+    model, tok, plans, _ = load_backend(args.backend, args.dir, params, args.max_seq_length, args.seed, setting,
+                                        [args.batch], int(lengths.max()))
+    vocab = model.get_input_embeddings().weight.shape[0]
+    warm = epoch_batches(lengths, 1, "random", args)[:2]
+    batches = warm + plan_steps(lengths, args.batch, "grouped", args.warmup, args.steps, args)
+    rows = [token_row(i, int(prompt[i]), int(answer[i]), vocab, args.seed) for b in batches for i in b]
+    first = len(warm) + args.warmup  # profile the timed steps only
+    on_gpu = torch.cuda.is_available()
+    sync = torch.cuda.synchronize if on_gpu else (lambda: None)
+    prof = torch.profiler.profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else []))
+    marks = {}
+
+    class Window(TrainerCallback):
+        def on_step_begin(self, a, state, control, **k):
+            if state.global_step == first:
+                sync()
+                prof.start()
+                marks["start"] = time.perf_counter()
+
+        def on_step_end(self, a, state, control, **k):
+            if state.global_step == first + args.steps:
+                sync()
+                marks["end"] = time.perf_counter()
+                prof.stop()
+
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    # batch-1 warm-up rows and the planned batches as one sequential epoch; the batch size changes between them,
+    # so each part runs in its own trainer (same model)
+    for part, (lo, hi, bs) in enumerate(((0, len(warm), 1), (len(warm), len(rows), args.batch))):
+        ids, labels = [r[0] for r in rows[lo:hi]], [r[1] for r in rows[lo:hi]]
+        steps = len(ids) // bs
+        cfg = sft_config(params.train, args.seed, args.backend, 1, output_dir="/tmp/jinmei-bench-profile",
+                         lr=params.stage1.lr, steps=steps, per_device=bs, accum=1, save=False, **BENCH_OVERRIDES)
+        ds = Dataset.from_dict({"input_ids": ids, "labels": labels, "length": [len(x) for x in ids]})
+        trainer = SFTTrainer(model=model, processing_class=tok, train_dataset=ds, args=cfg)
+        if part == 1:
+            first = args.warmup
+            trainer.add_callback(Window())
+        trainer.train()
+        del trainer
+    wall = marks["end"] - marks["start"]
+    kinds: dict[str, float] = {}
+    top = []
+    for evt in prof.key_averages():
+        if str(getattr(evt, "device_type", "")).split(".")[-1] != "CUDA":
+            continue
+        us = float(getattr(evt, "self_device_time_total", 0) or getattr(evt, "self_cuda_time_total", 0) or 0)
+        kinds[kernel_kind(evt.key)] = kinds.get(kernel_kind(evt.key), 0.0) + us / 1e6
+        top.append((us / 1e6, evt.count, evt.key[:160]))
+    busy = sum(kinds.values())
+    top.sort(reverse=True)
+    tokens = sum(int(lengths[b].sum()) for b in batches[len(warm) + args.warmup:])
+    result = {"backend": args.backend, "shape": args.shape, "batch": args.batch, "steps": args.steps,
+              "checkpointing": setting, "plan": plans[args.batch].as_metrics(), "wall_s": wall,
+              "kernel_s_total": busy, "kernel_s_by_kind": kinds,
+              "kernel_share_of_wall": {k: v / wall for k, v in kinds.items()},
+              "tokens_per_s_profiled": tokens / wall, "top_kernels": [
+                  {"s": t, "calls": c, "kernel": n, "kind": kernel_kind(n)} for t, c, n in top[:40]],
+              "note": "kernel times summed over all streams (offload copies overlap compute); profiler on"}
+    write_json(args.out, result)
+    print(f"[profile] {args.shape} b{args.batch}: {args.steps} steps, wall {wall:.2f} s, kernels {busy:.2f} s")
+    for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]):
+        print(f"[profile]   {k:32s} {v:7.3f} s  {v / wall:6.1%} of wall")
+    for t, c, n in top[:12]:
+        print(f"[profile]   {t:7.3f} s  x{c:<5d} {n[:110]}")
+
+
 def pads(args) -> None:
     prompt, answer = synth_lengths(args)
     table = pads_table(prompt, answer, args.batches, args)
@@ -672,6 +770,19 @@ def main(argv=None) -> None:
                    help="train.gradient_checkpointing for this run (params = the params file's value)")
     add_data_args(r)
 
+    f = sub.add_parser("profile", help="CUDA kernel time by kind over a few steps at one batch")
+    f.add_argument("--backend", choices=["hf", "unsloth"], required=True)
+    f.add_argument("--shape", choices=sorted(SHAPES), required=True)
+    f.add_argument("--dir", required=True)
+    f.add_argument("--out", required=True)
+    f.add_argument("--batch", type=int, default=8)
+    f.add_argument("--warmup", type=int, default=2)
+    f.add_argument("--steps", type=int, default=3)
+    f.add_argument("--max-seq-length", type=int, default=4096)
+    f.add_argument("--params", type=Path, default=Path("params.yaml"))
+    f.add_argument("--checkpointing", choices=["params", "true", "false", "auto"], default="params")
+    add_data_args(f)
+
     s = sub.add_parser("summary", help="table + goals from bench JSONs")
     s.add_argument("files", nargs="+")
     s.add_argument("--out", required=True)
@@ -682,7 +793,7 @@ def main(argv=None) -> None:
     add_data_args(d)
 
     args = p.parse_args(argv)
-    {"build": build, "bench": bench, "summary": summary, "pads": pads}[args.cmd](args)
+    {"build": build, "bench": bench, "profile": profile, "summary": summary, "pads": pads}[args.cmd](args)
 
 
 if __name__ == "__main__":
