@@ -8,12 +8,17 @@ processes split the articles.
 """
 from __future__ import annotations
 
+import contextlib
 import json
-import multiprocessing
 import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -366,8 +371,6 @@ def common_prefix(prompts: list[list[int]]) -> list[int]:
 
 # -- worker processes --
 
-_worker_engine: Engine | None = None
-
 
 def visible_gpus() -> list[str]:
     """The GPUs this process may use (CUDA_VISIBLE_DEVICES order), or none without CUDA."""
@@ -389,49 +392,109 @@ def worker_devices(workers: int | str, gpus: Sequence[str]) -> list[str | None]:
     return [gpus[i % len(gpus)] if gpus else None for i in range(int(workers))]
 
 
-def _worker_init(kwargs: dict[str, Any], devices) -> None:
-    """Pin this worker to its GPU before llama.cpp is loaded (it reads CUDA_VISIBLE_DEVICES once)."""
-    global _worker_engine
-    device = devices.get()
-    if device is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = device
-    _worker_engine = Engine(**kwargs)
-
-
-def _worker_run(task: tuple[str, list[int], list[str]]) -> list[tuple[int, dict[str, Any]]]:
-    system, indices, articles = task
-    return [(i, asdict(c)) for i, c in zip(indices, _worker_engine.complete(system, articles))]
-
-
 def complete_all(gguf: Path | str, system: str, articles: Sequence[str], *, n_ctx: int, n_threads: int,
                  workers: int | str, max_new_tokens: int, batch_size: int, n_batch: int = 512,
                  grammar_fields: Sequence[str] | None = None, progress: Callable[[int], None] | None = None,
                  gpus: Sequence[str] | None = None) -> list[Completion]:
-    """Answer every article; worker processes (eval.workers, auto = one per GPU) share the articles, each pinned
-    to its GPU, the `n_threads` CPU threads split among them. Answers do not depend on the split."""
+    """Answer every article in llama.cpp worker processes (jinmei.llama_worker: no torch there, whatever this
+    process has loaded), eval.workers of them (auto = one per GPU), each pinned to its GPU, the `n_threads` CPU
+    threads split among them. Answers do not depend on the split."""
     devices = worker_devices(workers, visible_gpus() if gpus is None else list(gpus))
     devices = devices[:max(1, min(len(devices), len(articles) or 1))]
-    workers = len(devices)
-    kwargs = dict(gguf=str(gguf), n_ctx=n_ctx, n_threads=max(1, n_threads // workers),
+    kwargs = dict(gguf=str(gguf), n_ctx=n_ctx, n_threads=max(1, n_threads // len(devices)),
                   max_new_tokens=max_new_tokens, batch_size=batch_size, n_batch=n_batch,
                   grammar_fields=list(grammar_fields) if grammar_fields else None)
-    if workers == 1:   # one process: the GPU it sees is the one
-        return Engine(**kwargs).complete(system, articles, progress)
-    chunk = max(1, min(max(1, batch_size) * 4, -(-len(articles) // (2 * workers))))   # every worker gets work
-    tasks = [(system, list(range(s, min(s + chunk, len(articles)))), list(articles[s: s + chunk]))
-             for s in range(0, len(articles), chunk)]
+    chunk = max(1, min(max(1, batch_size) * 4, -(-len(articles) // (2 * len(devices)))))  # every worker gets work
+    tasks: queue.Queue = queue.Queue()
+    for s in range(0, len(articles), chunk):
+        tasks.put({"system": system, "indices": list(range(s, min(s + chunk, len(articles)))),
+                   "articles": list(articles[s: s + chunk])})
     results: dict[int, Completion] = {}
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    for device in devices:
-        queue.put(device)
-    with ctx.Pool(workers, initializer=_worker_init, initargs=(kwargs, queue)) as pool:
-        for part in pool.imap_unordered(_worker_run, tasks):
-            for i, c in part:
-                results[i] = Completion(**c)
-            if progress:
-                progress(len(part))
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def drive(device: str | None) -> None:
+        proc = _start_worker(kwargs, device)
+        try:
+            while not failures:
+                try:
+                    task = tasks.get_nowait()
+                except queue.Empty:
+                    break
+                proc.stdin.write(json.dumps(task, ensure_ascii=False) + "\n")
+                proc.stdin.flush()
+                reply = _read_reply(proc)
+                if reply is None:
+                    break
+                with lock:
+                    results.update((i, Completion(**c)) for i, c in zip(task["indices"], reply))
+                if progress:
+                    progress(len(task["indices"]))
+        except (BrokenPipeError, OSError):
+            pass  # the worker died: its exit status says how, below
+        finally:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+            code = proc.wait()
+            if code != 0:
+                failures.append(_worker_death(code, device))
+
+    threads = [threading.Thread(target=drive, args=(d,), daemon=True) for d in devices]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failures:
+        raise JinmeiError(failures[0])
+    missing = [i for i in range(len(articles)) if i not in results]
+    if missing:
+        raise JinmeiError(f"llama.cpp workers returned no answer for {len(missing)} articles (first #{missing[0]})")
     return [results[i] for i in range(len(articles))]
+
+
+REPLY = "JINMEI "  # marks the worker's answer lines; anything else a library prints on stdout is skipped
+
+
+def serve(argv=None) -> None:
+    """The worker's loop (python -m jinmei.llama_worker): stdin carries one JSON document per line, first Engine's
+    keyword arguments, then tasks {"system", "indices", "articles"}; each answer is one stdout line, REPLY + a JSON
+    list of Completion dicts. EOF ends it."""
+    from dataclasses import asdict
+
+    engine = Engine(**json.loads(sys.stdin.readline()))
+    for line in sys.stdin:
+        task = json.loads(line)
+        answers = engine.complete(task["system"], task["articles"])
+        sys.stdout.write(REPLY + json.dumps([asdict(c) for c in answers], ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+
+
+def _start_worker(kwargs: dict[str, Any], device: str | None) -> subprocess.Popen:
+    env = dict(os.environ)
+    if device is not None:
+        env["CUDA_VISIBLE_DEVICES"] = device  # llama.cpp reads it once, when it loads
+    package_root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(x for x in (package_root, env.get("PYTHONPATH")) if x)
+    proc = subprocess.Popen([sys.executable, "-m", "jinmei.llama_worker"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, encoding="utf-8", env=env)
+    proc.stdin.write(json.dumps(kwargs) + "\n")
+    proc.stdin.flush()
+    return proc
+
+
+def _read_reply(proc: subprocess.Popen) -> list[dict[str, Any]] | None:
+    for line in proc.stdout:
+        if line.startswith(REPLY):
+            return json.loads(line[len(REPLY):])
+    return None  # EOF: the worker ended without answering
+
+
+def _worker_death(code: int, device: str | None) -> str:
+    where = f"pinned to GPU {device}" if device is not None else "on the CPU"
+    how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
+    hint = (" A SIGSEGV on a GPU machine is llama-cpp-python's CUDA build crashing (README \"GPU\"); the portable "
+            "CPU build avoids it: pip uninstall -y llama-cpp-python && bash scripts/setup.sh") if code < 0 else ""
+    return f"the llama.cpp worker {where} {how} (its messages are above).{hint}"
 
 
 def cpu_count() -> int:
