@@ -415,6 +415,9 @@ def complete_all(gguf: Path | str, system: str, articles: Sequence[str], *, n_ct
 
     def drive(device: str | None) -> None:
         proc = _start_worker(kwargs, device)
+        said: list[str] = []  # the worker's own "error: ..." line, if it had one
+        echo = threading.Thread(target=_forward_stderr, args=(proc, said), daemon=True)
+        echo.start()
         try:
             while not failures:
                 try:
@@ -436,8 +439,9 @@ def complete_all(gguf: Path | str, system: str, articles: Sequence[str], *, n_ct
             with contextlib.suppress(OSError):
                 proc.stdin.close()
             code = proc.wait()
+            echo.join()
             if code != 0:
-                failures.append(_worker_death(code, device))
+                failures.append(said[-1] if said and code > 0 else _worker_death(code, device))
 
     threads = [threading.Thread(target=drive, args=(d,), daemon=True) for d in devices]
     for t in threads:
@@ -476,10 +480,22 @@ def _start_worker(kwargs: dict[str, Any], device: str | None) -> subprocess.Pope
     package_root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(x for x in (package_root, env.get("PYTHONPATH")) if x)
     proc = subprocess.Popen([sys.executable, "-m", "jinmei.llama_worker"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, encoding="utf-8", env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+                            errors="replace", env=env)
     proc.stdin.write(json.dumps(kwargs) + "\n")
     proc.stdin.flush()
     return proc
+
+
+def _forward_stderr(proc: subprocess.Popen, said: list[str]) -> None:
+    """Pass the worker's messages (llama.cpp's log, a traceback) on as they come; keep its JinmeiError line, so the
+    stage ends with the worker's own one-line error (run_main prints those as "error: ...")."""
+    for line in proc.stderr:
+        if line.startswith("error: "):
+            said.append(line.removeprefix("error: ").rstrip("\n"))
+        else:
+            sys.stderr.write(line)
+    sys.stderr.flush()
 
 
 def _read_reply(proc: subprocess.Popen) -> list[dict[str, Any]] | None:

@@ -204,10 +204,21 @@ def test_the_worker_loads_llama_cpp_before_numpy_and_never_torch():
     assert out == ["True", "False"]
 
 
-def test_a_dying_worker_is_one_clear_error(tmp_path):
-    with pytest.raises(JinmeiError, match="llama.cpp worker pinned to GPU 1 exited with status 1"):
+def test_a_worker_error_is_the_stage_error(tmp_path, gguf):
+    """What the worker refuses (its JinmeiError) ends the stage with that same one line."""
+    with pytest.raises(JinmeiError, match="missing.gguf"):
         complete_all(tmp_path / "missing.gguf", SYSTEM, ARTICLES[:2], n_ctx=1024, n_threads=2, workers="auto",
                      gpus=["1"], max_new_tokens=MAX_NEW, batch_size=1)
+    with pytest.raises(JinmeiError, match="prompt \\+ 4000 answer tokens"):
+        complete_all(gguf, SYSTEM, ARTICLES[:2], n_ctx=1024, n_threads=2, workers=1, max_new_tokens=4000,
+                     batch_size=1)
+
+
+def test_a_killed_worker_names_its_signal():
+    from jinmei.engine import _worker_death
+
+    assert "pinned to GPU 1 was killed by SIGSEGV" in _worker_death(-11, "1")
+    assert "CUDA build" in _worker_death(-11, "1")
 
 
 def test_answers_do_not_depend_on_the_split_over_gpus(gguf, naive):
