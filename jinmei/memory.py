@@ -53,12 +53,22 @@ class Shape:
     @classmethod
     def of(cls, config) -> "Shape":
         text = getattr(config, "text_config", None) or config  # multimodal wrappers keep the decoder inside
-        heads = int(text.num_attention_heads)
-        hidden = int(text.hidden_size)
-        head_dim = getattr(text, "head_dim", None) or hidden // heads
-        return cls(layers=int(text.num_hidden_layers), hidden=hidden, intermediate=int(text.intermediate_size),
-                   heads=heads, kv_heads=int(getattr(text, "num_key_value_heads", None) or heads),
-                   head_dim=int(head_dim))
+
+        def read(name, default=None):
+            """A global value; a per-layer one (Gemma 4: transformers raises on the global read) -> its largest."""
+            try:
+                return getattr(text, name, default)
+            except Exception:  # noqa: BLE001  AmbiguousGlobalPerLayerAttributeError and kin
+                layers = getattr(text, "layer_configs", None) or getattr(text, "layers", None) or []
+                values = [getattr(c, name, None) for c in layers if getattr(c, name, None) is not None]
+                return max(values) if values else default
+
+        heads = int(read("num_attention_heads"))
+        hidden = int(read("hidden_size"))
+        return cls(layers=int(read("num_hidden_layers")), hidden=hidden,
+                   intermediate=int(read("intermediate_size")), heads=heads,
+                   kv_heads=int(read("num_key_value_heads") or heads),
+                   head_dim=int(read("head_dim") or hidden // heads))
 
 
 def lora_params(shape: Shape, r: int, targets: list[str]) -> int:
