@@ -210,6 +210,11 @@ BENCH_OVERRIDES = {"lr_scheduler_type": "constant", "warmup_steps": 0, "train_sa
                    "logging_steps": 10_000}
 
 
+def checkpointing_setting(choice: str, params):
+    """--checkpointing as train.gradient_checkpointing's value; "params" = the params file's own."""
+    return {"true": True, "false": False, "auto": "auto"}.get(choice, params.train.gradient_checkpointing)
+
+
 def load_backend(backend: str, folder: str, params, max_len: int, seed: int, setting, batches: list[int],
                  longest: int):
     """The stages' load_base -> checkpoint_plan -> add_lora (jinmei.training), for the sweep's longest batch.
@@ -377,8 +382,7 @@ def bench(args) -> None:
         raise JinmeiError(f"synthetic rows reach {lengths.max()} tokens > --max-seq-length {args.max_seq_length}: "
                           "lower --chars-max or raise --max-seq-length (rows are never truncated)")
     t0 = time.perf_counter()
-    setting = {"true": True, "false": False, "auto": "auto"}.get(args.checkpointing,
-                                                                params.train.gradient_checkpointing)
+    setting = checkpointing_setting(args.checkpointing, params)
     model, tok, plans, allocated = load_backend(args.backend, args.dir, params, args.max_seq_length, args.seed,
                                                 setting, list(args.batches) + list(args.random_batches),
                                                 int(lengths.max()))
@@ -656,15 +660,14 @@ def profile(args) -> None:
 
     prompt, answer = synth_lengths(args)
     lengths = prompt + answer
-    setting = {"true": True, "false": False, "auto": "auto"}.get(args.checkpointing,
-                                                                params.train.gradient_checkpointing)
+    setting = checkpointing_setting(args.checkpointing, params)
     model, tok, plans, _ = load_backend(args.backend, args.dir, params, args.max_seq_length, args.seed, setting,
                                         [args.batch], int(lengths.max()))
     vocab = model.get_input_embeddings().weight.shape[0]
     warm = epoch_batches(lengths, 1, "random", args)[:2]
     batches = warm + plan_steps(lengths, args.batch, "grouped", args.warmup, args.steps, args)
     rows = [token_row(i, int(prompt[i]), int(answer[i]), vocab, args.seed) for b in batches for i in b]
-    first = len(warm) + args.warmup  # profile the timed steps only
+    first = args.warmup  # step index in the planned part (its own trainer) where the timed steps begin
     on_gpu = torch.cuda.is_available()
     sync = torch.cuda.synchronize if on_gpu else (lambda: None)
     prof = torch.profiler.profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else []))
@@ -696,7 +699,6 @@ def profile(args) -> None:
         ds = Dataset.from_dict({"input_ids": ids, "labels": labels, "length": [len(x) for x in ids]})
         trainer = SFTTrainer(model=model, processing_class=tok, train_dataset=ds, args=cfg)
         if part == 1:
-            first = args.warmup
             trainer.add_callback(Window())
         trainer.train()
         del trainer
