@@ -7,48 +7,53 @@ import subprocess
 import sys
 
 
-# torch and transformers are imported first because eval's process holds both when llama.cpp loads: a CUDA build
-# that decoded fine alone died with SIGSEGV in llama.cpp's tokenizer set-up once they were loaded (H200, 2026-12-02,
-# benchmarks/results/at-scale/cuda-crash-load-verbose.txt); the check must see what eval will see.
-DECODE_SCRIPT = """
-import sys
-import torch, transformers  # noqa: F401
-import llama_cpp
-gpu = sys.argv[2] == "gpu"
-if gpu and not llama_cpp.llama_supports_gpu_offload():
-    sys.exit("llama-cpp-python was built without GPU offload")
-llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=512, n_threads=2, n_gpu_layers=-1 if gpu else 0, verbose=gpu)
-out = llm("横浜市中区の会社員、山田太郎容疑者（45）を逮捕した。" * 8, max_tokens=2, temperature=0.0)
-print(out["usage"]["prompt_tokens"])
-"""
 OFFLOADED = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
+PROBE = "横浜市中区の会社員、山田太郎容疑者（45）を逮捕した。" * 8
+
+
+def decode_probe(gguf: str) -> dict:
+    """In a llama worker, as eval decodes: the bundled GGUF through engine.Engine (every layer offloaded when the
+    build can), a prompt of a few hundred tokens, llama.cpp's log kept to see where the layers went."""
+    import llama_cpp
+
+    from jinmei.engine import Engine
+    from jinmei.export import llama_log
+
+    with llama_log() as lines:
+        vocab = llama_cpp.Llama(model_path=gguf, vocab_only=True, verbose=False)
+        tokenized = len(vocab.tokenize("人名".encode(), add_bos=False))
+        vocab.close()
+        engine = Engine(gguf, n_ctx=1024, n_threads=2, max_new_tokens=2, batch_size=1)
+        answer = engine.complete("記事の人名をJSONで答える。", [PROBE])[0]
+    found = OFFLOADED.search("".join(lines))
+    return {"version": llama_cpp.__version__, "tokenized": tokenized, "prompt_tokens": answer.prompt_tokens,
+            "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()), "offloaded": found and found.group(0),
+            "all_offloaded": bool(found) and found.group(1) == found.group(2)}
 
 
 def decode_check(gguf_file, gpu: bool = False) -> list[str]:
-    """Decode a prompt of a few hundred tokens in a child process: the batched matmul kernels are where a
-    build for the wrong CPU dies (SIGILL), and a dying child can still be reported. gpu: every layer offloaded."""
-    run = subprocess.run([sys.executable, "-c", DECODE_SCRIPT, str(gguf_file), "gpu" if gpu else "cpu"],
-                         capture_output=True, text=True)
-    if run.returncode == 0:
-        tokens = run.stdout.strip().splitlines()[-1]
-        if gpu:
-            found = OFFLOADED.search(run.stderr)
-            if not found or found.group(1) != found.group(2):
-                return [f"llama.cpp decoded, but not with every layer on the GPU ({found and found.group(0)})"]
-            print(f"ok  llama.cpp decodes a {tokens}-token prompt with {found.group(0)}")
-            return []
-        print(f"ok  llama.cpp decodes a {tokens}-token prompt")
-        return []
-    if run.returncode < 0 and gpu:
-        return [f"llama.cpp's GPU build crashed with signal {-run.returncode} loading a GGUF in a process that has "
-                "torch and transformers loaded, as eval's does: eval and quantize would die the same way. "
-                f"Its last words: {run.stderr.strip()[-300:]}"]
-    if run.returncode < 0:
+    """The bundled GGUF read and decoded in a llama worker, eval's own path: the batched matmul kernels are where a
+    build for the wrong CPU dies (SIGILL), and a CUDA build that dies beside torch would die there too (it never
+    meets torch: jinmei.llama_worker). gpu: every layer must be offloaded."""
+    from jinmei.engine import in_worker
+    from jinmei.errors import JinmeiError
+
+    try:
+        found = in_worker("jinmei.check_install:decode_probe", gguf=str(gguf_file))
+    except JinmeiError as e:
         # scripts/setup.sh holds the portable build flags; it rebuilds llama-cpp-python only when it is absent
-        return [f"llama.cpp crashed with signal {-run.returncode} decoding a prompt: it was built for CPU "
-                "instructions this machine cannot run. Rebuild it portable: "
-                "pip uninstall -y llama-cpp-python && bash scripts/setup.sh"]
-    return [f"llama.cpp decoding: {run.stderr.strip()[-300:]}"]
+        fix = ("" if gpu else " If it was killed by SIGILL, it was built for CPU instructions this machine cannot "
+               "run; rebuild it portable: pip uninstall -y llama-cpp-python && bash scripts/setup.sh")
+        return [f"llama.cpp decoding: {e}{fix}"]
+    if not found["tokenized"]:
+        return [f"llama.cpp tokenized nothing reading {gguf_file}"]
+    print(f"ok  llama-cpp-python {found['version']} reads {gguf_file.name} and decodes a "
+          f"{found['prompt_tokens']}-token prompt" + (f" with {found['offloaded']}" if gpu else ""))
+    if gpu and not found["gpu_offload"]:
+        return ["llama-cpp-python was built without GPU offload: CMAKE_ARGS=-DGGML_CUDA=on bash scripts/setup.sh gpu"]
+    if gpu and not found["all_offloaded"]:
+        return [f"llama.cpp decoded, but not with every layer on the GPU ({found['offloaded']})"]
+    return []
 
 
 def main() -> None:
@@ -57,14 +62,6 @@ def main() -> None:
     gpu = "--gpu" in sys.argv[1:]
     problems = []
     gguf_file = bundled_gguf_path()
-    try:
-        import llama_cpp
-
-        vocab = llama_cpp.Llama(model_path=str(gguf_file), vocab_only=True, verbose=False)
-        assert vocab.tokenize("人名".encode(), add_bos=False), "llama.cpp tokenized nothing"
-        print(f"ok  llama-cpp-python {llama_cpp.__version__} reads {gguf_file.name}")
-    except Exception as e:  # noqa: BLE001 - every failure here is reported, then the exit code says it
-        problems.append(f"llama-cpp-python: {e}")
     problems += decode_check(gguf_file, gpu)
     try:
         from transformers.utils import is_gguf_available

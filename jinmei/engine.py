@@ -404,7 +404,10 @@ def complete_all(gguf: Path | str, system: str, articles: Sequence[str], *, n_ct
     kwargs = dict(gguf=str(gguf), n_ctx=n_ctx, n_threads=max(1, n_threads // len(devices)),
                   max_new_tokens=max_new_tokens, batch_size=batch_size, n_batch=n_batch,
                   grammar_fields=list(grammar_fields) if grammar_fields else None)
-    chunk = max(1, min(max(1, batch_size) * 4, -(-len(articles) // (2 * len(devices)))))  # every worker gets work
+    if len(devices) == 1:  # one worker decodes them all at once: sorted by prefix, one continuous batch
+        chunk = max(1, len(articles))
+    else:                  # several share them in chunks small enough that every worker gets work
+        chunk = max(1, min(max(1, batch_size) * 4, -(-len(articles) // (2 * len(devices)))))
     tasks: queue.Queue = queue.Queue()
     for s in range(0, len(articles), chunk):
         tasks.put({"system": system, "indices": list(range(s, min(s + chunk, len(articles)))),
@@ -426,13 +429,11 @@ def complete_all(gguf: Path | str, system: str, articles: Sequence[str], *, n_ct
                     break
                 proc.stdin.write(json.dumps(task, ensure_ascii=False) + "\n")
                 proc.stdin.flush()
-                reply = _read_reply(proc)
+                reply = _read_reply(proc, progress)
                 if reply is None:
                     break
                 with lock:
                     results.update((i, Completion(**c)) for i, c in zip(task["indices"], reply))
-                if progress:
-                    progress(len(task["indices"]))
         except (BrokenPipeError, OSError):
             pass  # the worker died: its exit status says how, below
         finally:
@@ -457,20 +458,57 @@ def complete_all(gguf: Path | str, system: str, articles: Sequence[str], *, n_ct
 
 
 REPLY = "JINMEI "  # marks the worker's answer lines; anything else a library prints on stdout is skipped
+DONE = "JINMEI-DONE "  # + n: n more articles of the current task finished (Engine.complete's progress)
 
 
 def serve(argv=None) -> None:
     """The worker's loop (python -m jinmei.llama_worker): stdin carries one JSON document per line, first Engine's
     keyword arguments, then tasks {"system", "indices", "articles"}; each answer is one stdout line, REPLY + a JSON
-    list of Completion dicts. EOF ends it."""
+    list of Completion dicts, after a DONE line per finished article. EOF ends it. A first document
+    {"call": "module:function", "kwargs": {...}} instead runs that one function (in_worker) and answers its result."""
     from dataclasses import asdict
 
-    engine = Engine(**json.loads(sys.stdin.readline()))
+    def done(n: int) -> None:
+        sys.stdout.write(f"{DONE}{n}\n")
+        sys.stdout.flush()
+
+    first = json.loads(sys.stdin.readline())
+    if "call" in first:
+        import importlib
+
+        module, function = first["call"].split(":")
+        result = getattr(importlib.import_module(module), function)(**first["kwargs"])
+        sys.stdout.write(REPLY + json.dumps(result, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+        return
+    engine = Engine(**first)
     for line in sys.stdin:
         task = json.loads(line)
-        answers = engine.complete(task["system"], task["articles"])
+        answers = engine.complete(task["system"], task["articles"], done)
         sys.stdout.write(REPLY + json.dumps([asdict(c) for c in answers], ensure_ascii=False) + "\n")
         sys.stdout.flush()
+
+
+def in_worker(function: str, **kwargs: Any) -> Any:
+    """`module:function(**kwargs)` run in a llama.cpp worker process, its JSON result returned. Every step outside
+    eval that loads a GGUF (quantize's k-quantization and tokenizer parity, sanity's vocab check, the set-up check)
+    goes through here, so that no stage's own process, which holds torch, ever loads one (jinmei.llama_worker)."""
+    proc = _start_worker({"call": function, "kwargs": kwargs}, None)
+    said: list[str] = []
+    echo = threading.Thread(target=_forward_stderr, args=(proc, said), daemon=True)
+    echo.start()
+    try:
+        reply = _read_reply(proc, None)
+    finally:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+        code = proc.wait()
+        echo.join()
+    if code != 0:
+        raise JinmeiError(said[-1] if said and code > 0 else _worker_death(code, None))
+    if reply is None:
+        raise JinmeiError(f"the llama.cpp worker ended without answering {function}")
+    return reply
 
 
 def _start_worker(kwargs: dict[str, Any], device: str | None) -> subprocess.Popen:
@@ -498,19 +536,22 @@ def _forward_stderr(proc: subprocess.Popen, said: list[str]) -> None:
     sys.stderr.flush()
 
 
-def _read_reply(proc: subprocess.Popen) -> list[dict[str, Any]] | None:
+def _read_reply(proc: subprocess.Popen, progress: Callable[[int], None] | None) -> Any:
     for line in proc.stdout:
-        if line.startswith(REPLY):
+        if line.startswith(DONE):
+            if progress:
+                progress(int(line[len(DONE):]))
+        elif line.startswith(REPLY):
             return json.loads(line[len(REPLY):])
     return None  # EOF: the worker ended without answering
 
 
 def _worker_death(code: int, device: str | None) -> str:
-    where = f"pinned to GPU {device}" if device is not None else "on the CPU"
+    where = f" pinned to GPU {device}" if device is not None else ""
     how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
     hint = (" A SIGSEGV on a GPU machine is llama-cpp-python's CUDA build crashing (README \"GPU\"); the portable "
             "CPU build avoids it: pip uninstall -y llama-cpp-python && bash scripts/setup.sh") if code < 0 else ""
-    return f"the llama.cpp worker {where} {how} (its messages are above).{hint}"
+    return f"the llama.cpp worker{where} {how} (its messages are above).{hint}"
 
 
 def cpu_count() -> int:
@@ -518,4 +559,4 @@ def cpu_count() -> int:
 
 
 __all__ = ["Completion", "Engine", "answer_grammar", "answer_schema", "complete_all",
-           "gguf_path", "load_llama", "naive_complete", "same_answer", "GgufChat"]
+           "gguf_path", "in_worker", "load_llama", "naive_complete", "same_answer", "GgufChat"]

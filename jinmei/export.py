@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import importlib.util
 import os
 import re
 import shutil
@@ -112,16 +113,18 @@ def convert_to_f16(merged_dir: Path, f16_path: Path, model_name: str, vocab_only
 # ---------------------------------------------------------------- quantization
 
 def quant_types() -> dict[str, int]:
-    """Quantization type names llama.cpp knows (Q4_K_M, Q8_0, F16, ...) -> llama_ftype."""
-    try:
-        import llama_cpp
-    except ImportError as e:
-        raise JinmeiError(f"llama-cpp-python is not installed ({e}); run `pip install llama-cpp-python==0.3.36`") from e
-
-    types = {name.removeprefix("LLAMA_FTYPE_MOSTLY_"): getattr(llama_cpp, name)
-             for name in dir(llama_cpp) if name.startswith("LLAMA_FTYPE_MOSTLY_")}
-    types["F32"] = llama_cpp.LLAMA_FTYPE_ALL_F32
-    return types
+    """Quantization type names llama.cpp knows (Q4_K_M, Q8_0, F16, ...) -> llama_ftype, read from llama-cpp-python's
+    bindings source rather than imported: importing llama_cpp loads libllama into this process, which holds torch
+    (jinmei.llama_worker says why no stage process may)."""
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or not spec.submodule_search_locations:
+        raise JinmeiError("llama-cpp-python is not installed; run `bash scripts/setup.sh`")
+    source = Path(spec.submodule_search_locations[0], "llama_cpp.py").read_text(encoding="utf-8")
+    types = {m[1]: int(m[2]) for m in re.finditer(r"^LLAMA_FTYPE_MOSTLY_(\w+) = (\d+)$", source, re.M)}
+    all_f32 = re.search(r"^LLAMA_FTYPE_ALL_F32 = (\d+)$", source, re.M)
+    if not types or not all_f32:
+        raise JinmeiError(f"{spec.origin}: no LLAMA_FTYPE_* constants found; is llama-cpp-python 0.3.36 installed?")
+    return types | {"F32": int(all_f32[1])}
 
 
 def ftype_for(type_name: str) -> int:
@@ -152,17 +155,26 @@ def llama_log() -> Iterator[list[str]]:
 
 
 def quantize_gguf(f16_path: Path, out_path: Path, type_name: str) -> list[str]:
-    """Quantize with llama.cpp; returns llama.cpp's log lines (fallback warnings are read from them)."""
+    """Quantize with llama.cpp, in a llama worker (engine.in_worker); returns llama.cpp's log lines (fallback
+    warnings are read from them)."""
+    from jinmei.engine import in_worker
+
+    return in_worker("jinmei.export:llama_quantize", f16_path=str(f16_path), out_path=str(out_path),
+                     type_name=type_name, ftype=ftype_for(type_name))
+
+
+def llama_quantize(f16_path: str, out_path: str, type_name: str, ftype: int) -> list[str]:
+    """In a llama worker: llama_model_quantize, its log collected."""
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = ftype_for(type_name)
+    params.ftype = ftype
     with llama_log() as lines:
-        status = llama_cpp.llama_model_quantize(str(f16_path).encode(), str(out_path).encode(), ctypes.byref(params))
+        status = llama_cpp.llama_model_quantize(f16_path.encode(), out_path.encode(), ctypes.byref(params))
     log = "".join(lines).splitlines()
-    if status != 0 or not out_path.is_file():
+    if status != 0 or not Path(out_path).is_file():
         errors = [line for line in log if "error" in line.lower() or "failed" in line.lower()] or log[-5:]
-        raise JinmeiError(f"llama.cpp could not quantize {f16_path.name} to {type_name} (status {status}): "
+        raise JinmeiError(f"llama.cpp could not quantize {Path(f16_path).name} to {type_name} (status {status}): "
                           + " | ".join(errors[-3:]))
     return log
 
@@ -208,37 +220,50 @@ def injected_probe(tokenizer) -> str:
 
 def check_gguf_tokenizer(gguf_path: Path, summary: dict[str, Any], tokenizer, system: str) -> dict[str, Any]:
     """The GGUF serves what training saw: its chat template, its end-of-turn token as end of generation, and
-    llama.cpp's prompt ids equal to the training ids (a plain article, one with special-token strings, BOS)."""
-    import llama_cpp
-
+    llama.cpp's prompt ids equal to the training ids (a plain article, one with special-token strings, BOS).
+    llama.cpp's side is read in a llama worker (engine.in_worker)."""
     from jinmei.chat import PROBE_ARTICLE, encode, end_of_turn
-    from jinmei.engine import GgufChat
+    from jinmei.engine import in_worker
 
     if summary["chat_template"] != tokenizer.chat_template:
         raise JinmeiError(f"{gguf_path}: tokenizer.chat_template differs from the HF tokenizer's")
     fmt = chat_format_of(tokenizer)
     end_text, end_id = end_of_turn(tokenizer, fmt)
+    articles = [PARITY_PROBE[0]["content"], PROBE_ARTICLE, injected_probe(tokenizer)]
+    served = in_worker("jinmei.export:served_prompt_ids", gguf=str(gguf_path), system=system, articles=articles,
+                       end_id=end_id)
+    if not served["end_is_eog"]:
+        raise JinmeiError(f"{gguf_path}: the template's end-of-turn token {end_text!r} (id {end_id}) is not an "
+                          "end-of-generation token in the GGUF: llama.cpp would not stop on it")
+    compared = 0
+    for article, got in zip(articles, served["prompt_ids"]):
+        enc = encode(tokenizer, fmt, system, article, '{"persons":[]}')
+        want = enc.input_ids[:enc.n_prompt]
+        if got != want:
+            first = next((i for i, (a, b) in enumerate(zip(want, got)) if a != b), min(len(want), len(got)))
+            raise JinmeiError(f"{gguf_path}: llama.cpp's prompt ids differ from training's (first difference "
+                              f"at token {first}: training {want[first:first + 3]} vs llama.cpp "
+                              f"{got[first:first + 3]}; pre-tokenizer {summary['metadata']['tokenizer.ggml.pre']!r})")
+        compared += len(want)
+    return {"probe_tokens": compared, "identical": True, "family": fmt.name, "end_of_turn": end_text,
+            "add_bos": served["add_bos"]}
+
+
+def served_prompt_ids(gguf: str, system: str, articles: list[str], end_id: int) -> dict[str, Any]:
+    """In a llama worker: what llama.cpp makes of the GGUF's vocabulary (vocab-only load): the prompt ids it feeds
+    for each article, whether it adds BOS, whether end_id ends generation."""
+    import llama_cpp
+
+    from jinmei.engine import GgufChat
+
     with llama_log():
-        vocab = llama_cpp.Llama(model_path=str(gguf_path), vocab_only=True, verbose=False)
+        vocab = llama_cpp.Llama(model_path=gguf, vocab_only=True, verbose=False)
         try:
-            if not llama_cpp.llama_vocab_is_eog(vocab._model.vocab, end_id):
-                raise JinmeiError(f"{gguf_path}: the template's end-of-turn token {end_text!r} (id {end_id}) is not an "
-                                  "end-of-generation token in the GGUF: llama.cpp would not stop on it")
             served = GgufChat(vocab)
-            served_add_bos, compared = served.add_bos, 0
-            for article in (PARITY_PROBE[0]["content"], PROBE_ARTICLE, injected_probe(tokenizer)):
-                enc = encode(tokenizer, fmt, system, article, '{"persons":[]}')
-                want, got = enc.input_ids[:enc.n_prompt], served.prompt_ids(system, article)
-                if got != want:
-                    first = next((i for i, (a, b) in enumerate(zip(want, got)) if a != b), min(len(want), len(got)))
-                    raise JinmeiError(f"{gguf_path}: llama.cpp's prompt ids differ from training's (first difference "
-                                      f"at token {first}: training {want[first:first + 3]} vs llama.cpp "
-                                      f"{got[first:first + 3]}; pre-tokenizer {summary['metadata']['tokenizer.ggml.pre']!r})")
-                compared += len(want)
+            return {"end_is_eog": bool(llama_cpp.llama_vocab_is_eog(vocab._model.vocab, end_id)),
+                    "add_bos": served.add_bos, "prompt_ids": [served.prompt_ids(system, a) for a in articles]}
         finally:
             vocab.close()
-    return {"probe_tokens": compared, "identical": True, "family": fmt.name, "end_of_turn": end_text,
-            "add_bos": served_add_bos}
 
 
 # ---------------------------------------------------------------- the stage

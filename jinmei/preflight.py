@@ -24,10 +24,9 @@ def quant_type_names() -> list[str] | None:
     """Types llama.cpp can quantize to (its LLAMA_FTYPE_MOSTLY_* names); None when llama-cpp-python is absent."""
     if importlib.util.find_spec("llama_cpp") is None:
         return None
-    import llama_cpp
+    from jinmei.export import quant_types
 
-    found = {n.removeprefix("LLAMA_FTYPE_MOSTLY_") for n in dir(llama_cpp) if n.startswith("LLAMA_FTYPE_MOSTLY_")}
-    return sorted(found | {"F32"})
+    return sorted(quant_types())
 
 
 def check_quantize_type(p: Params, required: bool) -> None:

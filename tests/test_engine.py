@@ -214,6 +214,15 @@ def test_a_worker_error_is_the_stage_error(tmp_path, gguf):
                      batch_size=1)
 
 
+def test_one_worker_reports_every_article_as_it_finishes(gguf, naive):
+    """One worker decodes all articles in one call (prefix-sorted, one batch) and reports each one done."""
+    seen = []
+    answers = complete_all(gguf, SYSTEM, ARTICLES[:3], n_ctx=1024, n_threads=2, workers=1, max_new_tokens=MAX_NEW,
+                           batch_size=1, progress=seen.append)
+    assert seen == [1, 1, 1]
+    assert all(same_answer(r, f) for r, f in zip(naive[SYSTEM][:3], answers))
+
+
 def test_a_killed_worker_names_its_signal():
     from jinmei.engine import _worker_death
 

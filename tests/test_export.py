@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -353,3 +354,25 @@ def test_quantize_refuses_an_unsupported_template(tiny, tmp_path):
     (other / "chat_template.jinja").write_text(config["chat_template"], encoding="utf-8")
     with pytest.raises(JinmeiError, match="unsupported chat template family"):
         quantize.export(other, tmp_path / "gguf", "Q4_K_M", "x", SYSTEM)
+
+
+def test_no_gguf_is_loaded_in_the_stage_process(tiny, tmp_path):
+    """quantize (k-quantization, tokenizer parity) and sanity's vocab check load GGUFs in llama workers only: the
+    stage's own process holds torch, beside which llama.cpp's CUDA build crashes (jinmei/llama_worker.py)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from pathlib import Path; from jinmei import export; import torch; "
+             "report = export.export(Path(sys.argv[1]), Path(sys.argv[2]), 'Q4_K_M', 'tiny', sys.argv[3]); "
+             "found = export.vocab_check(Path(sys.argv[1]), sys.argv[3]); "
+             "print(report['tokenizer_parity']['identical'], found['identical'], 'llama_cpp' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", probe, str(tiny["merged"]), str(tmp_path / "gguf"), SYSTEM],
+                         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split()[-3:] == ["True", "True", "False"]
+
+
+def test_quant_types_read_from_source_are_the_bindings_constants():
+    found = {n.removeprefix("LLAMA_FTYPE_MOSTLY_"): getattr(llama_cpp, n) for n in dir(llama_cpp)
+             if n.startswith("LLAMA_FTYPE_MOSTLY_")}
+    assert quantize.quant_types() == found | {"F32": llama_cpp.LLAMA_FTYPE_ALL_F32}
