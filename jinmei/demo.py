@@ -677,18 +677,14 @@ def background(w: Writer, room: int) -> str:
 def draw(w: Writer, stories, min_chars: int, max_chars: int, tolerance: int = 10) -> tuple[str, list[dict]]:
     """One article whose length is close to a uniform random target, the same for both classes,
     so that length does not give the label away. A target longer than a story (they run to ~230 characters)
-    is reached with background paragraphs after it."""
+    is reached with background paragraphs after it. The first draw that fits max_chars is kept: keeping the draw
+    closest to the target made long targets all arrests (the story with the most sentences)."""
     target = w.number(min_chars, max_chars)
-    best = None
+    story = weighted(w, stories)
     for _ in range(40):
-        text, persons = compose(w, weighted(w, stories), target, max_chars)
-        if len(text) > max_chars:
-            continue
-        if best is None or abs(len(text) - target) < abs(len(best[0]) - target):
-            best = text, persons
-        if abs(len(text) - target) <= tolerance:
+        text, persons = compose(w, story, target, max_chars)
+        if len(text) <= max_chars:
             break
-    text, persons = best or (text, persons)
     while len(text) < target - tolerance:
         more = background(w, min(target, max_chars) - len(text) - 1)
         if not more:
