@@ -2,7 +2,8 @@
 # GPU-machine side of the at-scale run, started once in its own session by run.sh (so it outlives a call);
 # state and results in $W. Order: copy the repo as it is now (later calls re-send the working tree: the run must
 # not see edits) -> bundled GGUF from its pieces -> CUDA llama.cpp build (background) || base -> wait for the
-# splits (next call) -> sanity, stage1, stage2, merge -> wait for the build -> quantize, eval (on the GPU).
+# splits (next call) -> sanity -> stage1 ‖ the dropout lane -> stage2, merge ‖ three stage2 lanes -> wait for the
+# build -> the set-up check, quantize, eval (on the GPU) in every lane.
 set -uo pipefail
 W=${W:-/tmp/jinmei-as}; I=$W/inputs; R=$W/repo; SRC=${SRC:?the carried working tree}
 log() { echo "[$(date +%T) +${SECONDS}s] $*"; }
@@ -53,31 +54,59 @@ sleep 2
 mkdir -p data /tmp/site-cpu; tar xJf "$I/splits.tar.xz" -C data; tar xzf "$I/llcpu.tgz" -C /tmp/site-cpu
 (cd data && grep splits/ "$I/data.sha256" | sha256sum -c --quiet -) || { log "splits do not match data.sha256"; exit 1; }
 log "splits in place: $(wc -l data/splits/*.jsonl | tr '\n' ' ')"
-stages sanity stage1 stage2 merge || { log "training FAILED"; exit 1; }
+stages sanity || { log "sanity FAILED"; exit 1; }
 
-while [ ! -f "$W/build.done" ] && [ ! -f "$W/build.failed" ]; do sleep 5; done
-[ -f "$W/build.failed" ] && { log "CUDA build FAILED"; grep -iE "error|fatal" "$W/build.log" | tail -20; exit 1; }
-log "$(tail -1 "$W/build.log")"
-# quantize is CPU work (conversion, k-quantization, a short parity decode): it runs on the CPU build that the
-# sanity preflight used. The CUDA build crashed there on 2026-12-02 (SIGSEGV loading the GGUF once torch or
-# transformers is imported; cuda_crash.sh bisects which import).
-stages quantize || { log "quantize FAILED"; exit 1; }
-export PYTHONPATH=/tmp/site-cuda:/tmp/site:$R
-python3 -c "import llama_cpp; print('llama_cpp', llama_cpp.__version__, 'gpu offload', llama_cpp.llama_supports_gpu_offload())"
-bash benchmarks/at_scale/cuda_crash.sh models/gguf/*-Q4_K_M.gguf | tee "$W/results/cuda-crash.txt"
-# eval as dvc.yaml runs it; if the CUDA build dies there, again with llama_cpp imported before anything else
-# (benchmarks/gpu_eval/bench.py's order, the one that ran on an H100), then that without the torch-based compare.
-stages eval && { log "eval ran as dvc.yaml runs it"; } || {
-  log "eval FAILED as dvc.yaml runs it; retrying with llama_cpp imported first"
-  cmd=$(python3 -c "import yaml; print(yaml.safe_load(open('dvc.yaml'))['stages']['eval']['cmd'])")
-  # CUDA_VISIBLE_DEVICES set: eval.workers auto then counts GPUs without importing torch (engine.visible_gpus)
-  first() { CUDA_VISIBLE_DEVICES=0 python3 -c "import llama_cpp, runpy, sys; sys.argv = ['stages.eval'] + sys.argv[1:]; runpy.run_module('stages.eval', run_name='__main__')" ${cmd#python -m stages.eval}; }
-  first > "$W/results/logs/eval-llama-first.log" 2>&1 && log "eval ran with llama_cpp imported first" || {
-    log "that FAILED too (exit $?); once more without the unquantized compare (no torch on the GPU)"
-    sed -i 's/^  compare_subset: .*/  compare_subset: 0/' "$W/params.yaml"
-    first > "$W/results/logs/eval-llama-first-nocompare.log" 2>&1 && log "eval ran without the compare" \
-      || { log "eval FAILED in every arrangement"; exit 1; }
-  }
+# ---- the decision table's variants (params: the at-scale file + a delta), each in a lane of its own beside the base
+# run: a folder with its own params, models and metrics, the base model, splits and sanity gate shared. They run
+# concurrently on the one GPU (a 135M model's steps are CPU-bound: 27% GPU utilisation alone), every layer
+# recomputed so that five fit beside the base run's auto plan; the Unsloth kernels' gradients do not depend on it.
+V=$W/lanes
+lane() {  # lane NAME STAGE1_FROM DELTA_YAML: make the folder
+  local d=$V/$1; mkdir -p "$d/models" "$d/data" "$d/metrics/details" "$W/results/lanes/$1"
+  ln -sfn "$R/dvc.yaml" "$d/dvc.yaml"; ln -sfn "$R/data/splits" "$d/data/splits"; ln -sfn "$R/data/gates" "$d/data/gates"
+  ln -sfn "$R/models/base" "$d/models/base"
+  if [ "$2" = base ]; then ln -sfn "$R/models/stage1" "$d/models/stage1"; cp "$R/metrics/stage1.json" "$d/metrics/"; fi
+  python3 - "$W/params.yaml" "$d/params.yaml" "$3" <<'PY'
+import sys, yaml
+params = yaml.safe_load(open(sys.argv[1], encoding="utf-8"))
+for section, values in yaml.safe_load(sys.argv[3]).items():
+    params[section].update(values)
+yaml.safe_dump(params, open(sys.argv[2], "w", encoding="utf-8"), allow_unicode=True, sort_keys=False)
+PY
 }
+cuda_ready() { while [ ! -f "$W/build.done" ] && [ ! -f "$W/build.failed" ]; do sleep 5; done; [ -f "$W/build.done" ]; }
+lane_run() {  # lane_run NAME STAGE...: training stages, then (on the CUDA llama.cpp) quantize and eval
+  local name=$1; shift; local d=$V/$name train=() tail=()
+  for s in "$@"; do case $s in quantize|eval) tail+=("$s");; *) train+=("$s");; esac; done
+  cd "$d" || return 1
+  run() { JINMEI_PARAMS=$d/params.yaml python3 "$R/benchmarks/at_scale/run_stages.py" "$@" \
+            --results "$W/results/lanes/$name/stages.json" --logs "$W/results/lanes/$name/logs"; }
+  log "lane $name: ${train[*]} ${tail[*]}"
+  run "${train[@]}" || { log "lane $name FAILED in training"; return 1; }
+  cuda_ready || { log "lane $name: no CUDA build"; return 1; }
+  PYTHONPATH=/tmp/site-cuda:/tmp/site:$R run "${tail[@]}" || { log "lane $name FAILED in ${tail[*]}"; return 1; }
+  cp -r metrics "$W/results/lanes/$name/"; cp -r data/predictions "$W/results/lanes/$name/"
+  log "lane $name done"
+}
+VARIANT="train: {gradient_checkpointing: true}"
+lane dropout stage1 "{stage1: {lora_dropout: 0.05}, $VARIANT, eval: {compare_subset: 0}}"
+(lane_run dropout stage1 stage2 merge quantize eval) &
+stages stage1 || { log "stage1 FAILED"; exit 1; }
+lane s2-half-epoch base "{stage2: {epochs: 0.5}, $VARIANT, eval: {compare_subset: 0}}"
+lane s2-lr5e-5 base "{stage2: {lr: 5.0e-5}, $VARIANT, eval: {compare_subset: 0}}"
+lane s2-positive-15 base "{stage2: {positive_ratio: 0.15}, $VARIANT, eval: {compare_subset: 0}}"
+for v in s2-half-epoch s2-lr5e-5 s2-positive-15; do (lane_run "$v" stage2 merge quantize eval) & done
+stages stage2 merge || { log "training FAILED"; exit 1; }
+
+cuda_ready || { log "CUDA build FAILED"; grep -iE "error|fatal" "$W/build.log" | tail -20; exit 1; }
+log "$(tail -1 "$W/build.log")"
+# quantize and eval on the CUDA build: every GGUF load happens in a jinmei.llama_worker process (llama_cpp first,
+# never torch), the arrangement the 2026-12-02 bisect found safe (cuda_crash.sh)
+export PYTHONPATH=/tmp/site-cuda:/tmp/site:$R
+python3 -m jinmei.check_install --gpu > "$W/results/check-install-gpu.log" 2>&1; log "set-up check --gpu: exit $? ($(tr '\n' ' ' < "$W/results/check-install-gpu.log" | tail -c 400))"
+stages quantize || { log "quantize FAILED"; exit 1; }
+stages eval || { log "eval FAILED"; exit 1; }
 cp -r metrics "$W/results/"; cp -r data/predictions "$W/results/"
+log "base run done; waiting for the lanes"
+wait
 log "done"; touch "$W/pipeline.done"
