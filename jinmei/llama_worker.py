@@ -1,4 +1,6 @@
-"""The llama.cpp worker process of engine.complete_all (eval): llama_cpp is imported first and torch never.
+"""The llama.cpp worker process: llama_cpp is imported first and torch never. Eval decodes in these
+(engine.complete_all); every other GGUF load (quantize, sanity's vocab check, the set-up check) runs in one too
+(engine.in_worker).
 
 Why a process of its own: llama-cpp-python's CUDA build (0.3.36, built on an H200 machine) dies with SIGSEGV in
 llama.cpp's init_tokenizer when numpy, tokenizers, torch or transformers were imported before it loaded a GGUF,
