@@ -207,7 +207,7 @@ class Train:
 
 @dataclass(frozen=True)
 class Sanity:
-    steps: int = knob(16, POSITIVE_INT)
+    steps: int = knob(32, POSITIVE_INT)
     global_batch: int | None = knob(4, null_or(POSITIVE_INT))
     lr: float = knob(2.0e-3, POSITIVE)
     min_loss_ratio: float = knob(3.0, NONNEGATIVE)
