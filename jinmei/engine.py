@@ -20,7 +20,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -417,32 +417,22 @@ def complete_all(gguf: Path | str, system: str, articles: Sequence[str], *, n_ct
     lock = threading.Lock()
 
     def drive(device: str | None) -> None:
-        proc = _start_worker(kwargs, device)
-        said: list[str] = []  # the worker's own "error: ..." line, if it had one
-        echo = threading.Thread(target=_forward_stderr, args=(proc, said), daemon=True)
-        echo.start()
         try:
-            while not failures:
-                try:
-                    task = tasks.get_nowait()
-                except queue.Empty:
-                    break
-                proc.stdin.write(json.dumps(task, ensure_ascii=False) + "\n")
-                proc.stdin.flush()
-                reply = _read_reply(proc, progress)
-                if reply is None:
-                    break
-                with lock:
-                    results.update((i, Completion(**c)) for i, c in zip(task["indices"], reply))
-        except (BrokenPipeError, OSError):
-            pass  # the worker died: its exit status says how, below
-        finally:
-            with contextlib.suppress(OSError):
-                proc.stdin.close()
-            code = proc.wait()
-            echo.join()
-            if code != 0:
-                failures.append(said[-1] if said and code > 0 else _worker_death(code, device))
+            with _worker(kwargs, device) as proc:
+                while not failures:
+                    try:
+                        task = tasks.get_nowait()
+                    except queue.Empty:
+                        break
+                    proc.stdin.write(json.dumps(task, ensure_ascii=False) + "\n")
+                    proc.stdin.flush()
+                    reply = _read_reply(proc, progress)
+                    if reply is None:
+                        break
+                    with lock:
+                        results.update((i, Completion(**c)) for i, c in zip(task["indices"], reply))
+        except JinmeiError as e:
+            failures.append(str(e))
 
     threads = [threading.Thread(target=drive, args=(d,), daemon=True) for d in devices]
     for t in threads:
@@ -493,22 +483,33 @@ def in_worker(function: str, **kwargs: Any) -> Any:
     """`module:function(**kwargs)` run in a llama.cpp worker process, its JSON result returned. Every step outside
     eval that loads a GGUF (quantize's k-quantization and tokenizer parity, sanity's vocab check, the set-up check)
     goes through here, so that no stage's own process, which holds torch, ever loads one (jinmei.llama_worker)."""
-    proc = _start_worker({"call": function, "kwargs": kwargs}, None)
-    said: list[str] = []
+    reply = None
+    with _worker({"call": function, "kwargs": kwargs}, None) as proc:
+        reply = _read_reply(proc, None)
+    if reply is None:
+        raise JinmeiError(f"the llama.cpp worker ended without answering {function}")
+    return reply
+
+
+@contextlib.contextmanager
+def _worker(first: dict[str, Any], device: str | None) -> Iterator[subprocess.Popen]:
+    """A started worker, its stderr passed on; on leaving, its stdin closed and its exit awaited. A failed exit
+    raises the worker's own one-line error, or how it died, as JinmeiError."""
+    proc = _start_worker(first, device)
+    said: list[str] = []  # the worker's own "error: ..." line, if it had one
     echo = threading.Thread(target=_forward_stderr, args=(proc, said), daemon=True)
     echo.start()
     try:
-        reply = _read_reply(proc, None)
+        yield proc
+    except (BrokenPipeError, OSError):
+        pass  # the worker died: its exit status says how, below
     finally:
         with contextlib.suppress(OSError):
             proc.stdin.close()
         code = proc.wait()
         echo.join()
     if code != 0:
-        raise JinmeiError(said[-1] if said and code > 0 else _worker_death(code, None))
-    if reply is None:
-        raise JinmeiError(f"the llama.cpp worker ended without answering {function}")
-    return reply
+        raise JinmeiError(said[-1] if said and code > 0 else _worker_death(code, device))
 
 
 def _start_worker(kwargs: dict[str, Any], device: str | None) -> subprocess.Popen:
