@@ -47,12 +47,12 @@ def decode_check(gguf_file, gpu: bool = False) -> list[str]:
         return [f"llama.cpp decoding: {e}{fix}"]
     if not found["tokenized"]:
         return [f"llama.cpp tokenized nothing reading {gguf_file}"]
-    print(f"ok  llama-cpp-python {found['version']} reads {gguf_file.name} and decodes a "
-          f"{found['prompt_tokens']}-token prompt" + (f" with {found['offloaded']}" if gpu else ""))
     if gpu and not found["gpu_offload"]:
         return ["llama-cpp-python was built without GPU offload: CMAKE_ARGS=-DGGML_CUDA=on bash scripts/setup.sh gpu"]
     if gpu and not found["all_offloaded"]:
         return [f"llama.cpp decoded, but not with every layer on the GPU ({found['offloaded']})"]
+    print(f"ok  llama-cpp-python {found['version']} reads {gguf_file.name} and decodes a "
+          f"{found['prompt_tokens']}-token prompt" + (f" with {found['offloaded']}" if gpu else ""))
     return []
 
 
