@@ -54,8 +54,19 @@ sleep 2
 mkdir -p data /tmp/site-cpu; tar xJf "$I/splits.tar.xz" -C data; tar xzf "$I/llcpu.tgz" -C /tmp/site-cpu
 (cd data && grep splits/ "$I/data.sha256" | sha256sum -c --quiet -) || { log "splits do not match data.sha256"; exit 1; }
 log "splits in place: $(wc -l data/splits/*.jsonl | tr '\n' ' ')"
-stages sanity || { log "sanity FAILED"; exit 1; }
+stages sanity stage1 stage2 merge || { log "training FAILED"; exit 1; }
 
+while [ ! -f "$W/build.done" ] && [ ! -f "$W/build.failed" ]; do sleep 5; done
+[ -f "$W/build.failed" ] && { log "CUDA build FAILED"; grep -iE "error|fatal" "$W/build.log" | tail -20; exit 1; }
+log "$(tail -1 "$W/build.log")"
+# quantize and eval on the CUDA build: every GGUF load happens in a jinmei.llama_worker process (llama_cpp first,
+# never torch), the arrangement the 2026-12-02 bisect found safe (cuda_crash.sh)
+export PYTHONPATH=/tmp/site-cuda:/tmp/site:$R
+python3 -m jinmei.check_install --gpu > "$W/results/check-install-gpu.log" 2>&1; log "set-up check --gpu: exit $? ($(tr '\n' ' ' < "$W/results/check-install-gpu.log" | tail -c 400))"
+stages quantize || { log "quantize FAILED"; exit 1; }
+stages eval || { log "eval FAILED"; exit 1; }
+cp -r metrics "$W/results/"; cp -r data/predictions "$W/results/"
+log "base run done"
 # ---- the decision table's variants (params: the at-scale file + a delta), each in a lane of its own: a folder with
 # its own params, models and metrics, the base model, splits and sanity gate shared. They run one at a time after the
 # base run's eval: run concurrently (2026-12-02) two trainings already held the GPU at 90-100% and each took twice
@@ -74,32 +85,16 @@ for section, values in yaml.safe_load(sys.argv[3]).items():
 yaml.safe_dump(params, open(sys.argv[2], "w", encoding="utf-8"), allow_unicode=True, sort_keys=False)
 PY
 }
-cuda_ready() { while [ ! -f "$W/build.done" ] && [ ! -f "$W/build.failed" ]; do sleep 5; done; [ -f "$W/build.done" ]; }
-lane_run() {  # lane_run NAME STAGE...: training stages, then (on the CUDA llama.cpp) quantize and eval
-  local name=$1; shift; local d=$V/$name train=() tail=()
-  for s in "$@"; do case $s in quantize|eval) tail+=("$s");; *) train+=("$s");; esac; done
+lane_run() {  # lane_run NAME STAGE...: the lane's stages in its folder, its results copied when they end
+  local name=$1; shift; local d=$V/$name
   cd "$d" || return 1
-  run() { JINMEI_PARAMS=$d/params.yaml python3 "$R/benchmarks/at_scale/run_stages.py" "$@" \
-            --results "$W/results/lanes/$name/stages.json" --logs "$W/results/lanes/$name/logs"; }
-  log "lane $name: ${train[*]} ${tail[*]}"
-  run "${train[@]}" || { log "lane $name FAILED in training"; return 1; }
-  cuda_ready || { log "lane $name: no CUDA build"; return 1; }
-  PYTHONPATH=/tmp/site-cuda:/tmp/site:$R run "${tail[@]}" || { log "lane $name FAILED in ${tail[*]}"; return 1; }
+  log "lane $name: $*"
+  JINMEI_PARAMS=$d/params.yaml python3 "$R/benchmarks/at_scale/run_stages.py" "$@" \
+    --results "$W/results/lanes/$name/stages.json" --logs "$W/results/lanes/$name/logs" \
+    || { log "lane $name FAILED"; return 1; }
   cp -r metrics "$W/results/lanes/$name/"; cp -r data/predictions "$W/results/lanes/$name/"
   log "lane $name done"
 }
-stages stage1 stage2 merge || { log "training FAILED"; exit 1; }
-
-cuda_ready || { log "CUDA build FAILED"; grep -iE "error|fatal" "$W/build.log" | tail -20; exit 1; }
-log "$(tail -1 "$W/build.log")"
-# quantize and eval on the CUDA build: every GGUF load happens in a jinmei.llama_worker process (llama_cpp first,
-# never torch), the arrangement the 2026-12-02 bisect found safe (cuda_crash.sh)
-export PYTHONPATH=/tmp/site-cuda:/tmp/site:$R
-python3 -m jinmei.check_install --gpu > "$W/results/check-install-gpu.log" 2>&1; log "set-up check --gpu: exit $? ($(tr '\n' ' ' < "$W/results/check-install-gpu.log" | tail -c 400))"
-stages quantize || { log "quantize FAILED"; exit 1; }
-stages eval || { log "eval FAILED"; exit 1; }
-cp -r metrics "$W/results/"; cp -r data/predictions "$W/results/"
-log "base run done"
 # the variants, in VARIANTS order (default: all four), as long as the device time lasts; each lane's results are
 # copied when it ends
 declare -A DELTA=(
