@@ -20,13 +20,10 @@ def decode_probe(gguf: str) -> dict:
     from jinmei.export import llama_log
 
     with llama_log() as lines:
-        vocab = llama_cpp.Llama(model_path=gguf, vocab_only=True, verbose=False)
-        tokenized = len(vocab.tokenize("人名".encode(), add_bos=False))
-        vocab.close()
         engine = Engine(gguf, n_ctx=1024, n_threads=2, max_new_tokens=2, batch_size=1)
         answer = engine.complete("記事の人名をJSONで答える。", [PROBE])[0]
     found = OFFLOADED.search("".join(lines))
-    return {"version": llama_cpp.__version__, "tokenized": tokenized, "prompt_tokens": answer.prompt_tokens,
+    return {"version": llama_cpp.__version__, "prompt_tokens": answer.prompt_tokens,
             "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()), "offloaded": found and found.group(0),
             "all_offloaded": bool(found) and found.group(1) == found.group(2)}
 
@@ -45,7 +42,7 @@ def decode_check(gguf_file, gpu: bool = False) -> list[str]:
         fix = ("" if gpu else " If it was killed by SIGILL, it was built for CPU instructions this machine cannot "
                "run; rebuild it portable: pip uninstall -y llama-cpp-python && bash scripts/setup.sh")
         return [f"llama.cpp decoding: {e}{fix}"]
-    if not found["tokenized"]:
+    if not found["prompt_tokens"]:
         return [f"llama.cpp tokenized nothing reading {gguf_file}"]
     if gpu and not found["gpu_offload"]:
         return ["llama-cpp-python was built without GPU offload: CMAKE_ARGS=-DGGML_CUDA=on bash scripts/setup.sh gpu"]
