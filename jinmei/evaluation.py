@@ -75,7 +75,8 @@ def decode_gguf(gguf: Path, system: str, texts: list[str], ev, fields: list[str]
 
 
 def compare_models(base: Path, stage1: Path, merged: Path, system: str, rows: list[dict[str, Any]],
-                   gguf_rows: list[dict[str, Any]], fields: list[str], max_new_tokens: int) -> dict[str, Any]:
+                   gguf_rows: list[dict[str, Any]], fields: list[str], max_new_tokens: int,
+                   batch: int) -> dict[str, Any]:
     """Recall and F1 of stage1 (base + adapter), merged stage2 and the GGUF on the same articles."""
     import torch
     from peft import PeftModel
@@ -104,7 +105,7 @@ def compare_models(base: Path, stage1: Path, merged: Path, system: str, rows: li
         model = load()
         if torch.cuda.is_available():
             model = model.to("cuda")
-        out[name] = scored(greedy_answers(model, tokenizer, system, texts, max_new_tokens))
+        out[name] = scored(greedy_answers(model, tokenizer, system, texts, max_new_tokens, batch))
         del model
     _, m = score([{"gold": r["gold"], "text": r["raw"], "truncated": r["truncated"]} for r in gguf_rows], fields)
     out["gguf"] = {**{k: m[k] for k in COMPARE_KEYS}, "recall_ci95": m["ci95"]["recall"],
@@ -211,7 +212,8 @@ def run(p, gguf: Path, splits_dir: Path, base: Path, stage1: Path, merged: Path,
     n_compare = min(ev.compare_subset, len(splits["dev_positive"]))
     if n_compare > 0:
         metrics["compare"] = compare_models(base, stage1, merged, system, splits["dev_positive"][:n_compare],
-                                            predictions["dev_positive"][:n_compare], fields, ev.max_new_tokens)
+                                            predictions["dev_positive"][:n_compare], fields, ev.max_new_tokens,
+                                            ev.compare_batch_size)
     metrics = rounded(metrics)
     field_recall = [{"field": f, "recall": v} for f, v in metrics["dev_positive"]["field_recall"].items()]
 

@@ -259,6 +259,8 @@ class Eval:
     workers: Any = knob("auto", auto_or(POSITIVE_INT), "eval processes; auto = one per visible GPU, each pinned "
                         "to it (1 on CPU)")
     compare_subset: int = knob(20, NONNEGATIVE_INT)
+    compare_batch_size: int = knob(8, POSITIVE_INT, "compare: articles per transformers generate call (padded to "
+                                   "the longest answer in it)")
     recall_drop_margin: float = knob(0.05, RATIO)
     quant_drop_margin: float = knob(0.05, RATIO)
     max_false_positive_rate: float = knob(0.05, RATIO)

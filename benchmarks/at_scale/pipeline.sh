@@ -55,6 +55,11 @@ mkdir -p data /tmp/site-cpu; tar xJf "$I/splits.tar.xz" -C data; tar xzf "$I/llc
 (cd data && grep splits/ "$I/data.sha256" | sha256sum -c --quiet -) || { log "splits do not match data.sha256"; exit 1; }
 log "splits in place: $(wc -l data/splits/*.jsonl | tr '\n' ' ')"
 stages sanity stage1 stage2 merge || { log "training FAILED"; exit 1; }
+# stage1's adapter, metrics and the sanity gate, in pieces run.sh brings back once: a later session carries them in
+# and trains only the stage2 variants (stage1 is the same for all but dropout)
+tar cf - models/stage1 metrics/stage1.json data/gates | xz -T0 -3 | split -b 15m - "$W/stage1-piece-"
+log "stage1 packed: $(ls "$W"/stage1-piece-* | wc -l) pieces, sha256 $(cat "$W"/stage1-piece-* | sha256sum | cut -d' ' -f1)"
+touch "$W/stage1.packed"
 
 while [ ! -f "$W/build.done" ] && [ ! -f "$W/build.failed" ]; do sleep 5; done
 [ -f "$W/build.failed" ] && { log "CUDA build FAILED"; grep -iE "error|fatal" "$W/build.log" | tail -20; exit 1; }
