@@ -213,6 +213,8 @@ class Sanity:
     min_loss_ratio: float = knob(3.0, NONNEGATIVE)
     min_exact_match: float = knob(0.5, RATIO)
     max_new_tokens: int = knob(192, POSITIVE_INT)
+    answer_batch_size: int = knob(8, POSITIVE_INT, "articles per transformers generate call when the overfit "
+                                  "model answers its training articles")
 
 
 @dataclass(frozen=True)

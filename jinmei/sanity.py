@@ -35,7 +35,7 @@ def run(p, rows: list[dict[str, Any]], base: Path, out: Path, gate: Path, metric
         return
     fields = list(p.schema.fields)
     answers = greedy_answers(result["model"], result["tokenizer"], p.prompt.system, [r["text"] for r in rows],
-                             sp.max_new_tokens)
+                             sp.max_new_tokens, sp.answer_batch_size)
     exact, examples = 0, []
     for row, (answer, hit_limit) in zip(rows, answers):
         value, verdict = parse_answer(answer, fields)

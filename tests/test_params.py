@@ -77,6 +77,7 @@ BAD_VALUES = [
     ("lora.r", 0, "sanity", "lora.r=0: must be a positive integer"),
     ("eval.max_new_tokens", 0, "eval", "eval.max_new_tokens=0: must be a positive integer"),
     ("eval.compare_subset", -1, "eval", "eval.compare_subset=-1: must be an integer >= 0"),
+    ("sanity.answer_batch_size", 0, "sanity", "sanity.answer_batch_size=0: must be a positive integer"),
     ("eval.compare_batch_size", 0, "eval", "eval.compare_batch_size=0: must be a positive integer"),
     ("stage1.positive_ratio", 1.5, "stage1", "stage1.positive_ratio=1.5: must be a number in [0, 1]"),
     ("stage2.positive_ratio", -0.1, "stage2", "stage2.positive_ratio=-0.1: must be a number in [0, 1]"),
