@@ -54,12 +54,18 @@ sleep 2
 mkdir -p data /tmp/site-cpu; tar xJf "$I/splits.tar.xz" -C data; tar xzf "$I/llcpu.tgz" -C /tmp/site-cpu
 (cd data && grep splits/ "$I/data.sha256" | sha256sum -c --quiet -) || { log "splits do not match data.sha256"; exit 1; }
 log "splits in place: $(wc -l data/splits/*.jsonl | tr '\n' ' ')"
-stages sanity stage1 stage2 merge || { log "training FAILED"; exit 1; }
-# stage1's adapter, metrics and the sanity gate, in pieces run.sh brings back once: a later session carries them in
-# and trains only the stage2 variants (stage1 is the same for all but dropout)
-tar cf - models/stage1 metrics/stage1.json data/gates | xz -T0 -3 | split -b 15m - "$W/stage1-piece-"
-log "stage1 packed: $(ls "$W"/stage1-piece-* | wc -l) pieces, sha256 $(cat "$W"/stage1-piece-* | sha256sum | cut -d' ' -f1)"
-touch "$W/stage1.packed"
+# each adapter (with its metrics; stage1's with the sanity gate) in pieces run.sh brings back once: a later session
+# carries them in and trains only what it changes (stage1 is the same for all variants but dropout)
+pack() {  # pack NAME PATH...
+  local name=$1; shift
+  tar cf - "$@" | xz -T0 -3 | split -b 15m - "$W/$name-piece-"
+  log "$name packed: $(ls "$W/$name"-piece-* | wc -l) pieces, sha256 $(cat "$W/$name"-piece-* | sha256sum | cut -d' ' -f1)"
+  touch "$W/$name.packed"
+}
+stages sanity stage1 || { log "training FAILED"; exit 1; }
+pack stage1 models/stage1 metrics/stage1.json data/gates
+stages stage2 merge || { log "training FAILED"; exit 1; }
+pack stage2 models/stage2 metrics/stage2.json
 
 while [ ! -f "$W/build.done" ] && [ ! -f "$W/build.failed" ]; do sleep 5; done
 [ -f "$W/build.failed" ] && { log "CUDA build FAILED"; grep -iE "error|fatal" "$W/build.log" | tail -20; exit 1; }
@@ -67,11 +73,11 @@ log "$(tail -1 "$W/build.log")"
 # quantize and eval on the CUDA build: every GGUF load happens in a jinmei.llama_worker process (llama_cpp first,
 # never torch), the arrangement the 2026-12-02 bisect found safe (cuda_crash.sh)
 export PYTHONPATH=/tmp/site-cuda:/tmp/site:$R
-python3 -m jinmei.check_install --gpu > "$W/results/check-install-gpu.log" 2>&1; log "set-up check --gpu: exit $? ($(tr '\n' ' ' < "$W/results/check-install-gpu.log" | tail -c 400))"
 stages quantize || { log "quantize FAILED"; exit 1; }
 stages eval || { log "eval FAILED"; exit 1; }
 cp -r metrics "$W/results/"; cp -r data/predictions "$W/results/"
 log "base run done"
+python3 -m jinmei.check_install --gpu > "$W/results/check-install-gpu.log" 2>&1; log "set-up check --gpu: exit $? ($(tr '\n' ' ' < "$W/results/check-install-gpu.log" | tail -c 400))"
 # ---- the decision table's variants (params: the at-scale file + a delta), each in a lane of its own: a folder with
 # its own params, models and metrics, the base model, splits and sanity gate shared. They run one at a time after the
 # base run's eval: run concurrently (2026-12-02) two trainings already held the GPU at 90-100% and each took twice

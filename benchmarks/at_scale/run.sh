@@ -31,9 +31,9 @@ while :; do
 done
 [ -f "$W/build.log" ] && echo "--- build: $(grep -E '^\[[0-9]+/[0-9]+\]' "$W/build.log" | tail -1 | cut -c1-100) $(tail -1 "$W/build.log" | cut -c1-200)"
 cp "$W/pipeline.log" "$out/" 2>/dev/null
-if [ -f "$W/stage1.packed" ] && [ ! -f "$W/stage1.sent" ]; then  # once: 3 x 15 MiB of the 64 MiB back
-  cp "$W"/stage1-piece-* "$out/" && touch "$W/stage1.sent"
-fi
+for a in stage1 stage2; do  # each adapter once, one per call: 3 x 15 MiB of the 64 MiB that come back
+  if [ -f "$W/$a.packed" ] && [ ! -f "$W/$a.sent" ]; then cp "$W/$a"-piece-* "$out/" && touch "$W/$a.sent"; break; fi
+done
 [ -d "$W/results" ] && tar czf "$out/results.tgz" -C "$W" results 2>/dev/null
 [ -f "$W/build.log" ] && tail -c 200000 "$W/build.log" > "$out/build-tail.log"
 ls -la "$out"
