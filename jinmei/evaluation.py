@@ -131,7 +131,7 @@ def summary_table(metrics: dict[str, Any], warnings: list[str] | None = None) ->
     """The eval table: each rate with its 95% interval; a level the advice flags is marked."""
     def fmt(v, ci=None):
         text = "—" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
-        return text + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+        return text + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")  # digits as the rate
 
     t = Table(title="eval (GGUF, greedy)" + (" — JSON grammar ON" if metrics["engine"]["grammar"] else ""))
     t.add_column("metric")
