@@ -9,8 +9,7 @@ W=${W:-/tmp/jinmei-as}; I=$W/inputs; R=$W/repo; SRC=${SRC:?the carried working t
 log() { echo "[$(date +%T) +${SECONDS}s] $*"; }
 # a machine can come back with an earlier run's /tmp (seen 2026-12-02: a lane log from a run five hours before):
 # nothing from it may count as this run's
-rm -rf "$W/results" "$W/lanes" "$W/build" "$W/build.done" "$W/build.failed" "$W"/stage[12]-piece-* "$W"/*.packed \
-       "$W"/*.sent
+rm -rf "$W/results" "$W/lanes" "$W/build" "$W/build.done" "$W/build.failed" "$W"/stage[12]-piece-* "$W"/*.packed
 mkdir -p "$W/results/logs"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 UNSLOTH_DISABLE_STATISTICS=1 \
        PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false JINMEI_CONVERTER_DIR=$W/converter JINMEI_PARAMS=$W/params.yaml

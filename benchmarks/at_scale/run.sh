@@ -31,8 +31,10 @@ while :; do
 done
 [ -f "$W/build.log" ] && echo "--- build: $(grep -E '^\[[0-9]+/[0-9]+\]' "$W/build.log" | tail -1 | cut -c1-100) $(tail -1 "$W/build.log" | cut -c1-200)"
 cp "$W/pipeline.log" "$out/" 2>/dev/null
-for a in stage1 stage2; do  # each adapter once, one per call: 3 x 15 MiB of the 64 MiB that come back
-  if [ -f "$W/$a.packed" ] && [ ! -f "$W/$a.sent" ]; then cp "$W/$a"-piece-* "$out/" && touch "$W/$a.sent"; break; fi
+sent=0  # the packed adapters' pieces, each once, at most 3 x 15 MiB a call (64 MiB come back, the rest included)
+for f in "$W"/stage[12]-piece-??; do
+  [ -f "$W/$(basename "$f" | cut -d- -f1).packed" ] && [ ! -f "$f.sent" ] && [ "$sent" -lt 3 ] || continue
+  cp "$f" "$out/" && touch "$f.sent" && sent=$((sent + 1))
 done
 [ -d "$W/results" ] && tar czf "$out/results.tgz" -C "$W" results 2>/dev/null
 [ -f "$W/build.log" ] && tail -c 200000 "$W/build.log" > "$out/build-tail.log"
