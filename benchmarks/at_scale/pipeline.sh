@@ -3,7 +3,8 @@
 # state and results in $W. Order: copy the repo as it is now (later calls re-send the working tree: the run must
 # not see edits) -> bundled GGUF from its pieces -> CUDA llama.cpp build (background) || base -> wait for the
 # splits (next call) -> sanity, stage1, stage2, merge -> wait for the build -> the set-up check, quantize, eval (on
-# the GPU) -> the decision table's variants, one lane after another.
+# the GPU) -> the decision table's variants, one lane after another. FROM_STAGE1=<sha256>: stage1 from an earlier
+# run's carried pieces, then the variants only.
 set -uo pipefail
 W=${W:-/tmp/jinmei-as}; I=$W/inputs; R=$W/repo; SRC=${SRC:?the carried working tree}
 log() { echo "[$(date +%T) +${SECONDS}s] $*"; }
@@ -65,10 +66,16 @@ pack() {  # pack NAME PATH...
   log "$name packed: $(ls "$W/$name"-piece-* | wc -l) pieces, sha256 $(cat "$W/$name"-piece-* | sha256sum | cut -d' ' -f1)"
   touch "$W/$name.packed"
 }
-stages sanity stage1 || { log "training FAILED"; exit 1; }
-pack stage1 models/stage1 metrics/stage1.json data/gates
-stages stage2 merge || { log "training FAILED"; exit 1; }
-pack stage2 models/stage2 metrics/stage2.json
+if [ -n "${FROM_STAGE1:-}" ]; then  # FROM_STAGE1=<sha256 of an earlier run's stage1 pieces>: only the variants run
+  until [ "$(cat "$I"/stage1-piece-?? 2>/dev/null | sha256sum | cut -d' ' -f1)" = "$FROM_STAGE1" ]; do sleep 3; done
+  cat "$I"/stage1-piece-?? | xz -d | tar xf - || { log "stage1 pieces do not unpack"; exit 1; }
+  log "stage1 from the carried pieces (sha256 $FROM_STAGE1): $(tr -d '\n' < metrics/stage1.json | cut -c1-160)"
+else
+  stages sanity stage1 || { log "training FAILED"; exit 1; }
+  pack stage1 models/stage1 metrics/stage1.json data/gates
+  stages stage2 merge || { log "training FAILED"; exit 1; }
+  pack stage2 models/stage2 metrics/stage2.json
+fi
 
 while [ ! -f "$W/build.done" ] && [ ! -f "$W/build.failed" ]; do sleep 5; done
 [ -f "$W/build.failed" ] && { log "CUDA build FAILED"; grep -iE "error|fatal" "$W/build.log" | tail -20; exit 1; }
@@ -76,11 +83,13 @@ log "$(tail -1 "$W/build.log")"
 # quantize and eval on the CUDA build: every GGUF load happens in a jinmei.llama_worker process (llama_cpp first,
 # never torch), the arrangement the 2026-12-02 bisect found safe (cuda_crash.sh)
 export PYTHONPATH=/tmp/site-cuda:/tmp/site:$R
-stages quantize || { log "quantize FAILED"; exit 1; }
-stages eval || { log "eval FAILED"; exit 1; }
-cp -r metrics "$W/results/"; cp -r data/predictions "$W/results/"
-log "base run done"
-python3 -m jinmei.check_install --gpu > "$W/results/check-install-gpu.log" 2>&1; log "set-up check --gpu: exit $? ($(tr '\n' ' ' < "$W/results/check-install-gpu.log" | tail -c 400))"
+if [ -z "${FROM_STAGE1:-}" ]; then
+  stages quantize || { log "quantize FAILED"; exit 1; }
+  stages eval || { log "eval FAILED"; exit 1; }
+  cp -r metrics "$W/results/"; cp -r data/predictions "$W/results/"
+  log "base run done"
+  python3 -m jinmei.check_install --gpu > "$W/results/check-install-gpu.log" 2>&1; log "set-up check --gpu: exit $? ($(tr '\n' ' ' < "$W/results/check-install-gpu.log" | tail -c 400))"
+fi
 # ---- the decision table's variants (params: the at-scale file + a delta), each in a lane of its own: a folder with
 # its own params, models and metrics, the base model, splits and sanity gate shared. They run one at a time after the
 # base run's eval: run concurrently (2026-12-02) two trainings already held the GPU at 90-100% and each took twice

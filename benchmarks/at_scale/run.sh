@@ -7,7 +7,7 @@ set -uo pipefail
 wait_s=${1:-540}
 W=${W:-/tmp/jinmei-as}; I=$W/inputs; out=${OUT:-/tmp/out}; mkdir -p "$I" /tmp/site "$out"
 for d in gguf-a gguf-b; do [ -d ".gpucarry/$d" ] && cp -n ".gpucarry/$d"/* "$W/"; done
-for d in gpu-build at-scale; do [ -d ".gpucarry/$d" ] && cp -rn ".gpucarry/$d"/. "$I/"; done
+for d in gpu-build at-scale stage1; do [ -d ".gpucarry/$d" ] && cp -rn ".gpucarry/$d"/. "$I/"; done
 if [ -d .gpuwheels ] && [ ! -f "$W/wheels.done" ]; then
   for f in .gpuwheels/*; do python3 -m zipfile -e "$f" /tmp/site >/dev/null; done; touch "$W/wheels.done"
 fi
