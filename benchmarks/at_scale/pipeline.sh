@@ -77,13 +77,15 @@ else
   pack stage2 models/stage2 metrics/stage2.json
 fi
 
-while [ ! -f "$W/build.done" ] && [ ! -f "$W/build.failed" ]; do sleep 5; done
-[ -f "$W/build.failed" ] && { log "CUDA build FAILED"; grep -iE "error|fatal" "$W/build.log" | tail -20; exit 1; }
-log "$(tail -1 "$W/build.log")"
 # quantize and eval on the CUDA build: every GGUF load happens in a jinmei.llama_worker process (llama_cpp first,
 # never torch), the arrangement the 2026-12-02 bisect found safe (cuda_crash.sh)
-export PYTHONPATH=/tmp/site-cuda:/tmp/site:$R
+cuda_build() {  # waits for the CUDA build, then puts it first on PYTHONPATH
+  while [ ! -f "$W/build.done" ] && [ ! -f "$W/build.failed" ]; do sleep 5; done
+  [ -f "$W/build.failed" ] && { log "CUDA build FAILED"; grep -iE "error|fatal" "$W/build.log" | tail -20; exit 1; }
+  export PYTHONPATH=/tmp/site-cuda:/tmp/site:$R
+}
 if [ -z "${FROM_STAGE1:-}" ]; then
+  cuda_build; log "$(tail -1 "$W/build.log")"
   stages quantize || { log "quantize FAILED"; exit 1; }
   stages eval || { log "eval FAILED"; exit 1; }
   cp -r metrics "$W/results/"; cp -r data/predictions "$W/results/"
@@ -108,13 +110,13 @@ for section, values in yaml.safe_load(sys.argv[3]).items():
 yaml.safe_dump(params, open(sys.argv[2], "w", encoding="utf-8"), allow_unicode=True, sort_keys=False)
 PY
 }
-lane_run() {  # lane_run NAME STAGE...: the lane's stages in its folder, its results copied when they end
+lane_run() {  # lane_run NAME STAGE...: the lane's training, then (on the CUDA build) quantize and eval, in its folder
   local name=$1; shift; local d=$V/$name
   cd "$d" || return 1
   log "lane $name: $*"
-  JINMEI_PARAMS=$d/params.yaml python3 "$R/benchmarks/at_scale/run_stages.py" "$@" \
-    --results "$W/results/lanes/$name/stages.json" --logs "$W/results/lanes/$name/logs" \
-    || { log "lane $name FAILED"; return 1; }
+  run() { JINMEI_PARAMS=$d/params.yaml python3 "$R/benchmarks/at_scale/run_stages.py" "$@" \
+            --results "$W/results/lanes/$name/stages.json" --logs "$W/results/lanes/$name/logs"; }
+  { run "${@:1:$#-2}" && cuda_build && run quantize eval; } || { log "lane $name FAILED"; return 1; }
   cp -r metrics "$W/results/lanes/$name/"; cp -r data/predictions "$W/results/lanes/$name/"
   log "lane $name done"
 }
