@@ -2,8 +2,8 @@
 # GPU-machine side of the at-scale run, started once in its own session by run.sh (so it outlives a call);
 # state and results in $W. Order: copy the repo as it is now (later calls re-send the working tree: the run must
 # not see edits) -> bundled GGUF from its pieces -> CUDA llama.cpp build (background) || base -> wait for the
-# splits (next call) -> sanity, stage1, stage2, merge -> wait for the build -> the set-up check, quantize, eval (on
-# the GPU) -> the decision table's variants, one lane after another. FROM_STAGE1=<sha256>: stage1 from an earlier
+# splits (next call) -> sanity, stage1, stage2, merge -> wait for the build -> quantize, eval (on the GPU),
+# the set-up check -> the decision table's variants, one lane after another. FROM_STAGE1=<sha256>: stage1 from an earlier
 # run's carried pieces, then the variants only.
 set -uo pipefail
 W=${W:-/tmp/jinmei-as}; I=$W/inputs; R=$W/repo; SRC=${SRC:?the carried working tree}
@@ -110,13 +110,13 @@ for section, values in yaml.safe_load(sys.argv[3]).items():
 yaml.safe_dump(params, open(sys.argv[2], "w", encoding="utf-8"), allow_unicode=True, sort_keys=False)
 PY
 }
-lane_run() {  # lane_run NAME STAGE...: the lane's training, then (on the CUDA build) quantize and eval, in its folder
+lane_run() {  # lane_run NAME TRAINING_STAGE...: those, then (on the CUDA build) quantize and eval, in the lane's folder
   local name=$1; shift; local d=$V/$name
   cd "$d" || return 1
   log "lane $name: $*"
   run() { JINMEI_PARAMS=$d/params.yaml python3 "$R/benchmarks/at_scale/run_stages.py" "$@" \
             --results "$W/results/lanes/$name/stages.json" --logs "$W/results/lanes/$name/logs"; }
-  { run "${@:1:$#-2}" && cuda_build && run quantize eval; } || { log "lane $name FAILED"; return 1; }
+  { run "$@" && cuda_build && run quantize eval; } || { log "lane $name FAILED"; return 1; }
   cp -r metrics "$W/results/lanes/$name/"; cp -r data/predictions "$W/results/lanes/$name/"
   log "lane $name done"
 }
@@ -128,7 +128,7 @@ declare -A DELTA=(
   [s2-positive-15]="{stage2: {positive_ratio: 0.15}, eval: {compare_subset: 0}}"
   [dropout]="{stage1: {lora_dropout: 0.05}, eval: {compare_subset: 0}}")
 for v in ${VARIANTS:-s2-lr5e-5 s2-half-epoch s2-positive-15 dropout}; do
-  if [ "$v" = dropout ]; then lane "$v" stage1 "${DELTA[$v]}"; (lane_run "$v" stage1 stage2 merge quantize eval)
-  else lane "$v" base "${DELTA[$v]}"; (lane_run "$v" stage2 merge quantize eval); fi
+  if [ "$v" = dropout ]; then lane "$v" stage1 "${DELTA[$v]}"; (lane_run "$v" stage1 stage2 merge)
+  else lane "$v" base "${DELTA[$v]}"; (lane_run "$v" stage2 merge); fi
 done
 log "done"; touch "$W/pipeline.done"
