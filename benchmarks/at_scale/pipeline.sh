@@ -4,7 +4,10 @@
 # not see edits) -> bundled GGUF from its pieces -> CUDA llama.cpp build (background) || base -> wait for the
 # splits (next call) -> sanity, stage1, stage2, merge -> wait for the build -> quantize, eval (on the GPU),
 # the set-up check -> the decision table's variants, one lane after another. FROM_STAGE1=<sha256>: stage1 from an earlier
-# run's carried pieces, then the variants only.
+# run's carried pieces, then the variants only. BASE=stage1: sanity and stage1, then the variants (no base row);
+# BASE=none: sanity only, then the variants (a dropout lane trains its own stage1).
+# GATE_FROM=<results folder in the repo>: sanity is not run; its gate comes from that earlier run of the same data and
+# stage code, whose stages.json must show sanity passed. PACK=0: no adapter is packed for a later session.
 set -uo pipefail
 W=${W:-/tmp/jinmei-as}; I=$W/inputs; R=$W/repo; SRC=${SRC:?the carried working tree}
 log() { echo "[$(date +%T) +${SECONDS}s] $*"; }
@@ -71,10 +74,26 @@ if [ -n "${FROM_STAGE1:-}" ]; then  # FROM_STAGE1=<sha256 of an earlier run's st
   cat "$I"/stage1-piece-?? | xz -d | tar xf - || { log "stage1 pieces do not unpack"; exit 1; }
   log "stage1 from the carried pieces (sha256 $FROM_STAGE1): $(tr -d '\n' < metrics/stage1.json | cut -c1-160)"
 else
-  stages sanity stage1 || { log "training FAILED"; exit 1; }
-  pack stage1 models/stage1 metrics/stage1.json data/gates
-  stages stage2 merge || { log "training FAILED"; exit 1; }
-  pack stage2 models/stage2 metrics/stage2.json
+  if [ -n "${GATE_FROM:-}" ]; then
+    python3 - "$GATE_FROM/stages.json" data/gates/sanity.json <<'PY' || { log "no passed sanity in $GATE_FROM"; exit 1; }
+import json, pathlib, sys
+sanity = json.load(open(sys.argv[1]))["stages"]["sanity"]
+assert sanity["exit"] == 0 and sanity["metrics"]["passed"], sanity
+gate = pathlib.Path(sys.argv[2]); gate.parent.mkdir(parents=True, exist_ok=True)
+gate.write_text(json.dumps({"passed": True, "from": sys.argv[1], "exact_match": sanity["metrics"]["exact_match"]}) + "\n")
+PY
+    log "sanity not run: the gate of $GATE_FROM ($(cat data/gates/sanity.json))"
+  else
+    stages sanity || { log "sanity FAILED"; exit 1; }
+  fi
+  if [ "${BASE:-row}" != none ]; then
+    stages stage1 || { log "training FAILED"; exit 1; }
+    [ "${PACK:-1}" = 1 ] && pack stage1 models/stage1 metrics/stage1.json data/gates
+  fi
+  if [ "${BASE:-row}" = row ]; then
+    stages stage2 merge || { log "training FAILED"; exit 1; }
+    [ "${PACK:-1}" = 1 ] && pack stage2 models/stage2 metrics/stage2.json
+  fi
 fi
 
 # quantize and eval on the CUDA build: every GGUF load happens in a jinmei.llama_worker process (llama_cpp first,
@@ -84,7 +103,7 @@ cuda_build() {  # waits for the CUDA build, then puts it first on PYTHONPATH
   [ -f "$W/build.failed" ] && { log "CUDA build FAILED"; grep -iE "error|fatal" "$W/build.log" | tail -20; exit 1; }
   export PYTHONPATH=/tmp/site-cuda:/tmp/site:$R
 }
-if [ -z "${FROM_STAGE1:-}" ]; then
+if [ -z "${FROM_STAGE1:-}" ] && [ "${BASE:-row}" = row ]; then
   cuda_build; log "$(tail -1 "$W/build.log")"
   stages quantize || { log "quantize FAILED"; exit 1; }
   stages eval || { log "eval FAILED"; exit 1; }
@@ -93,9 +112,10 @@ if [ -z "${FROM_STAGE1:-}" ]; then
   python3 -m jinmei.check_install --gpu > "$W/results/check-install-gpu.log" 2>&1; log "set-up check --gpu: exit $? ($(tr '\n' ' ' < "$W/results/check-install-gpu.log" | tail -c 400))"
 fi
 # ---- the decision table's variants (params: the at-scale file + a delta), each in a lane of its own: a folder with
-# its own params, models and metrics, the base model, splits and sanity gate shared. They run one at a time after the
-# base run's eval: run concurrently (2026-12-02) two trainings already held the GPU at 90-100% and each took twice
-# as long (stage1 602 s vs 349 s alone), and four stage2s encoding 118k rows at once tripled stage2's set-up.
+# its own params, models and metrics, the base model, splits and sanity gate shared. Their trainings run one at a
+# time: run concurrently (2026-12-02) two trainings already held the GPU at 90-100% and each took twice as long
+# (stage1 602 s vs 349 s alone), and four stage2s encoding 118k rows at once tripled stage2's set-up. A lane's
+# export (merge, quantize, eval: ~270 s with the GPU half idle) runs beside the next lane's training.
 V=$W/lanes
 lane() {  # lane NAME STAGE1_FROM DELTA_YAML: make the folder
   local d=$V/$1; mkdir -p "$d/models" "$d/data" "$d/metrics/details" "$W/results/lanes/$1"
@@ -110,14 +130,15 @@ for section, values in yaml.safe_load(sys.argv[3]).items():
 yaml.safe_dump(params, open(sys.argv[2], "w", encoding="utf-8"), allow_unicode=True, sort_keys=False)
 PY
 }
-lane_run() {  # lane_run NAME TRAINING_STAGE...: those, then (on the CUDA build) quantize and eval, in the lane's folder
-  local name=$1; shift; local d=$V/$name
-  cd "$d" || return 1
-  log "lane $name: $*"
-  run() { JINMEI_PARAMS=$d/params.yaml python3 "$R/benchmarks/at_scale/run_stages.py" "$@" \
-            --results "$W/results/lanes/$name/stages.json" --logs "$W/results/lanes/$name/logs"; }
-  { run "$@" && cuda_build && run quantize eval; } || { log "lane $name FAILED"; return 1; }
-  cp -r metrics "$W/results/lanes/$name/"; cp -r data/predictions "$W/results/lanes/$name/"
+lane_stages() {  # lane_stages NAME STAGE...: dvc.yaml's commands in the lane's folder, with the lane's params
+  local name=$1; shift
+  (cd "$V/$name" && JINMEI_PARAMS=$V/$name/params.yaml python3 "$R/benchmarks/at_scale/run_stages.py" "$@" \
+     --results "$W/results/lanes/$name/stages.json" --logs "$W/results/lanes/$name/logs")
+}
+lane_export() {  # lane_export NAME: merge, then (on the CUDA build) quantize and eval; the lane's results copied
+  local name=$1
+  { lane_stages "$name" merge && cuda_build && lane_stages "$name" quantize eval; } || { log "lane $name FAILED"; return 1; }
+  cp -r "$V/$name/metrics" "$V/$name/data/predictions" "$W/results/lanes/$name/"
   log "lane $name done"
 }
 # the variants, in VARIANTS order (default: all four), as long as the device time lasts; each lane's results are
@@ -126,9 +147,16 @@ declare -A DELTA=(
   [s2-lr5e-5]="{stage2: {lr: 5.0e-5}, eval: {compare_subset: 0}}"
   [s2-half-epoch]="{stage2: {epochs: 0.5}, eval: {compare_subset: 0}}"
   [s2-positive-15]="{stage2: {positive_ratio: 0.15}, eval: {compare_subset: 0}}"
-  [dropout]="{stage1: {lora_dropout: 0.05}, eval: {compare_subset: 0}}")
+  [dropout]="{stage1: {lora_dropout: 0.05}, eval: {compare_subset: 0}}"
+  [stage1-only]="{eval: {compare_subset: 0}}")
 for v in ${VARIANTS:-s2-lr5e-5 s2-half-epoch s2-positive-15 dropout}; do
-  if [ "$v" = dropout ]; then lane "$v" stage1 "${DELTA[$v]}"; (lane_run "$v" stage1 stage2 merge)
-  else lane "$v" base "${DELTA[$v]}"; (lane_run "$v" stage2 merge); fi
+  case $v in
+    dropout) lane "$v" stage1 "${DELTA[$v]}"; train=(stage1 stage2) ;;
+    stage1-only) lane "$v" base "${DELTA[$v]}"; ln -sfn "$R/models/stage1" "$V/$v/models/stage2"; train=() ;;  # no stage2
+    *) lane "$v" base "${DELTA[$v]}"; train=(stage2) ;;
+  esac
+  log "lane $v: ${train[*]:-no training}; merge, quantize and eval beside the next lane's training"
+  if [ ${#train[@]} = 0 ] || lane_stages "$v" "${train[@]}"; then lane_export "$v" & else log "lane $v FAILED"; fi
 done
+wait
 log "done"; touch "$W/pipeline.done"
