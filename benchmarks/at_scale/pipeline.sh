@@ -115,7 +115,7 @@ fi
 # its own params, models and metrics, the base model, splits and sanity gate shared. Their trainings run one at a
 # time: run concurrently (2026-12-02) two trainings already held the GPU at 90-100% and each took twice as long
 # (stage1 602 s vs 349 s alone), and four stage2s encoding 118k rows at once tripled stage2's set-up. A lane's
-# export (merge, quantize, eval: ~270 s with the GPU half idle) runs beside the next lane's training.
+# export (merge, quantize, eval: ~330 s, the GPU half idle in eval) runs beside the next lane's training.
 V=$W/lanes
 lane() {  # lane NAME STAGE1_FROM DELTA_YAML: make the folder
   local d=$V/$1; mkdir -p "$d/models" "$d/data" "$d/metrics/details" "$W/results/lanes/$1"
