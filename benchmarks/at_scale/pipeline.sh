@@ -11,6 +11,8 @@
 set -uo pipefail
 W=${W:-/tmp/jinmei-as}; I=$W/inputs; R=$W/repo; SRC=${SRC:?the carried working tree}
 log() { echo "[$(date +%T) +${SECONDS}s] $*"; }
+BASE=${BASE:-row}
+case $BASE in row|stage1|none) ;; *) log "BASE=$BASE: use row, stage1 or none"; exit 1 ;; esac
 # a machine can come back with an earlier run's /tmp (seen 2026-12-02: a lane log from a run five hours before):
 # nothing from it may count as this run's
 rm -rf "$W/results" "$W/lanes" "$W/build" "$W/build.done" "$W/build.failed" "$W"/stage[12]-piece-* "$W"/*.packed
@@ -86,11 +88,11 @@ PY
   else
     stages sanity || { log "sanity FAILED"; exit 1; }
   fi
-  if [ "${BASE:-row}" != none ]; then
+  if [ "$BASE" != none ]; then
     stages stage1 || { log "training FAILED"; exit 1; }
     [ "${PACK:-1}" = 1 ] && pack stage1 models/stage1 metrics/stage1.json data/gates
   fi
-  if [ "${BASE:-row}" = row ]; then
+  if [ "$BASE" = row ]; then
     stages stage2 merge || { log "training FAILED"; exit 1; }
     [ "${PACK:-1}" = 1 ] && pack stage2 models/stage2 metrics/stage2.json
   fi
@@ -103,7 +105,7 @@ cuda_build() {  # waits for the CUDA build, then puts it first on PYTHONPATH
   [ -f "$W/build.failed" ] && { log "CUDA build FAILED"; grep -iE "error|fatal" "$W/build.log" | tail -20; exit 1; }
   export PYTHONPATH=/tmp/site-cuda:/tmp/site:$R
 }
-if [ -z "${FROM_STAGE1:-}" ] && [ "${BASE:-row}" = row ]; then
+if [ -z "${FROM_STAGE1:-}" ] && [ "$BASE" = row ]; then
   cuda_build; log "$(tail -1 "$W/build.log")"
   stages quantize || { log "quantize FAILED"; exit 1; }
   stages eval || { log "eval FAILED"; exit 1; }
