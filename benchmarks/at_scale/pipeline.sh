@@ -16,7 +16,7 @@ case $BASE in row|stage1|none) ;; *) log "BASE=$BASE: use row, stage1 or none"; 
 # a machine can come back with an earlier run's /tmp (seen 2026-12-02: a lane log from a run five hours before):
 # nothing from it may count as this run's
 rm -rf "$W/results" "$W/lanes" "$W/build" "$W/build.done" "$W/build.failed" "$W"/stage[12]-piece-* "$W"/*.packed
-mkdir -p "$W/results/logs"
+mkdir -p "$W/results/logs"; touch "$W/results/started"  # run.sh sends back only files newer than this
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 UNSLOTH_DISABLE_STATISTICS=1 \
        PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false JINMEI_CONVERTER_DIR=$W/converter JINMEI_PARAMS=$W/params.yaml
 rm -rf "$R"; mkdir -p "$R"
@@ -51,6 +51,7 @@ nvcc_bin=$(command -v nvcc); cuda_root=$(dirname "$(dirname "$(readlink -f "$nvc
 ) > "$W/build.log" 2>&1 &
 log "CUDA llama.cpp build started (nvcc $nvcc_bin, root $cuda_root)"
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used,power.draw --format=csv -l 5 > "$W/results/smi.csv" 2>&1 &
+smi_pid=$!
 
 cd "$R"
 stages() { python3 benchmarks/at_scale/run_stages.py "$@" --results "$W/results/stages.json" --logs "$W/results/logs"; }
@@ -151,6 +152,7 @@ declare -A DELTA=(
   [s2-positive-15]="{stage2: {positive_ratio: 0.15}, eval: {compare_subset: 0}}"
   [dropout]="{stage1: {lora_dropout: 0.05}, eval: {compare_subset: 0}}"
   [stage1-only]="{eval: {compare_subset: 0}}")
+exports=()
 for v in ${VARIANTS:-s2-lr5e-5 s2-half-epoch s2-positive-15 dropout}; do
   case $v in
     dropout) lane "$v" stage1 "${DELTA[$v]}"; train=(stage1 stage2) ;;
@@ -158,7 +160,10 @@ for v in ${VARIANTS:-s2-lr5e-5 s2-half-epoch s2-positive-15 dropout}; do
     *) lane "$v" base "${DELTA[$v]}"; train=(stage2) ;;
   esac
   log "lane $v: ${train[*]:-no training}; merge, quantize and eval beside the next lane's training"
-  if [ ${#train[@]} = 0 ] || lane_stages "$v" "${train[@]}"; then lane_export "$v" & else log "lane $v FAILED"; fi
+  if [ ${#train[@]} = 0 ] || lane_stages "$v" "${train[@]}"; then lane_export "$v" & exports+=($!); else log "lane $v FAILED"; fi
 done
-wait
+# the exports only: a bare `wait` also waits for the endless nvidia-smi sampler, and the pipeline never ended
+# (2026-12-04: the last call waited out its 330 s after the only lane was done)
+[ ${#exports[@]} = 0 ] || wait "${exports[@]}"
+kill "$smi_pid" 2>/dev/null
 log "done"; touch "$W/pipeline.done"

@@ -36,6 +36,9 @@ for f in "$W"/stage[12]-piece-??; do
   [ -f "$W/$(basename "$f" | cut -d- -f1).packed" ] && [ ! -f "$f.sent" ] && [ "$sent" -lt 3 ] || continue
   cp "$f" "$out/" && touch "$f.sent" && sent=$((sent + 1))
 done
-[ -d "$W/results" ] && tar czf "$out/results.tgz" -C "$W" results 2>/dev/null
+# files older than this run's start are not its own: a machine came back (2026-12-04) with lane folders of a run
+# lost the day before inside $W/results, after the pipeline had emptied it
+[ -f "$W/results/started" ] && tar czf "$out/results.tgz" -C "$W" --newer-mtime="@$(stat -c %Y "$W/results/started")" \
+  results 2>/dev/null
 [ -f "$W/build.log" ] && tail -c 200000 "$W/build.log" > "$out/build-tail.log"
 ls -la "$out"

@@ -1,0 +1,75 @@
+"""The decision table from saved predictions: every count re-scored by the eval stage's own scoring, then
+checked against the rates that folder's metrics/eval.json printed, so a row in the README is never copied by hand.
+
+    python benchmarks/at_scale/table.py base=benchmarks/results/at-scale/run-2026-12-02c \
+        stage1-only=benchmarks/results/at-scale/run-2026-12-04/lanes/stage1-only
+
+A folder holds predictions/dev_all.jsonl[.xz], predictions/dev_positive.jsonl[.xz] and metrics/eval.json
+(run folders and lane folders both do). Exit 1 when a re-scored rate differs from the folder's eval.json.
+"""
+from __future__ import annotations
+
+import json
+import lzma
+import sys
+from pathlib import Path
+
+from jinmei.params import parse, read_yaml
+from jinmei.scoring import score
+
+
+def read_predictions(folder: Path, split: str) -> list[dict]:
+    for name, opener in ((f"{split}.jsonl.xz", lzma.open), (f"{split}.jsonl", open)):
+        path = folder / "predictions" / name
+        if path.exists():
+            with opener(path, "rt", encoding="utf-8") as f:
+                return [json.loads(line) for line in f]
+    raise SystemExit(f"{folder}/predictions: no {split}.jsonl or {split}.jsonl.xz")
+
+
+def row(label: str, folder: Path, fields: list[str]) -> tuple[str, list[str]]:
+    printed = json.loads((folder / "metrics" / "eval.json").read_text(encoding="utf-8"))
+    scored = {}
+    for split in ("dev_all", "dev_positive"):
+        records = [{"gold": r["gold"], "text": r["raw"], "truncated": r["truncated"]}
+                   for r in read_predictions(folder, split)]
+        scored[split] = score(records, fields)[1]
+    mismatches = [f"{split}.{key}: eval.json {printed[split][key]}, re-scored {scored[split][key]:.4f}"
+                  for split, keys in (("dev_all", ("false_positive_rate", "json_parse_rate")),
+                                      ("dev_positive", ("recall", "person_f1")))
+                  for key in keys if abs(printed[split][key] - scored[split][key]) > 5e-5]
+    all_, pos = scored["dev_all"], scored["dev_positive"]
+    fp = round(all_["false_positive_rate"] * all_["n_gold_empty"])
+    parsed = round(all_["json_parse_rate"] * all_["n"])
+    found = round(pos["recall"] * pos["n_gold_positive"])
+    cells = [label, f"{fp:,} / {all_['n_gold_empty']:,}", f"{parsed:,} / {all_['n']:,}",
+             f"{found:,} / {pos['n_gold_positive']:,}", f"{pos['person_f1']:.3f}",
+             " / ".join("—" if pos["field_recall"][f] is None else f"{pos['field_recall'][f]:.3f}"
+                        for f in fields[1:]),   # — : no gold person has that field
+             f"{all_['exact_match']:.1%} / {pos['exact_match']:.1%}"]
+    return "| " + " | ".join(cells) + " |", mismatches
+
+
+def main(args: list[str]) -> int:
+    if not args or any("=" not in a for a in args):
+        raise SystemExit(__doc__)
+    lines, bad = [], []
+    for arg in args:
+        label, folder = arg.split("=", 1)
+        folder = Path(folder)   # a lane folder has no params.yaml: its run's, above it, has the schema's fields
+        params_file = next(p / "params.yaml" for p in (folder, *folder.resolve().parents) if (p / "params.yaml").exists())
+        fields = parse(read_yaml(params_file)).schema.fields
+        line, mismatches = row(label, folder, fields)
+        lines.append(line)
+        bad += [f"{label}: {m}" for m in mismatches]
+    print(f"| row | Dev-All false positives | Dev-All JSON parse | Dev-Positive recall | person F1 | "
+          f"field recall {' / '.join(fields[1:])} | exact match Dev-All / Dev-Positive |\n"
+          "|---|---:|---:|---:|---:|---:|---:|")
+    print("\n".join(lines))
+    if bad:
+        print("re-scored counts differ from eval.json:\n  " + "\n  ".join(bad), file=sys.stderr)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
