@@ -13,6 +13,21 @@ W=${W:-/tmp/jinmei-as}; I=$W/inputs; R=$W/repo; SRC=${SRC:?the carried working t
 log() { echo "[$(date +%T) +${SECONDS}s] $*"; }
 BASE=${BASE:-row}
 case $BASE in row|stage1|none) ;; *) log "BASE=$BASE: use row, stage1 or none"; exit 1 ;; esac
+# the decision table's variants: each lane's params delta over the at-scale params
+declare -A DELTA=(
+  [s2-lr5e-5]="{stage2: {lr: 5.0e-5}, eval: {compare_subset: 0}}"
+  [s2-half-epoch]="{stage2: {epochs: 0.5}, eval: {compare_subset: 0}}"
+  [s2-positive-15]="{stage2: {positive_ratio: 0.15}, eval: {compare_subset: 0}}"
+  [dropout]="{stage1: {lora_dropout: 0.05}, eval: {compare_subset: 0}}"
+  [stage1-only]="{eval: {compare_subset: 0}}"
+  [recipe]="{eval: {compare_subset: 0}}")  # the recipe's own stage2, for variants whose stage1 is not the base row's
+exports=()
+VARIANTS=${VARIANTS:-s2-lr5e-5 s2-half-epoch s2-positive-15 dropout}
+for v in $VARIANTS; do
+  [ -n "${DELTA[$v]:-}" ] || { log "VARIANTS: no lane $v (${!DELTA[*]})"; exit 1; }
+  [ "$BASE" = none ] && [ -z "${FROM_STAGE1:-}" ] && [ "$v" != dropout ] \
+    && { log "VARIANTS: lane $v needs a stage1 and BASE=none trains none"; exit 1; }
+done
 # a machine can come back with an earlier run's /tmp (seen 2026-12-02: a lane log from a run five hours before):
 # nothing from it may count as this run's
 rm -rf "$W/results" "$W/lanes" "$W/build" "$W/build.done" "$W/build.failed" "$W"/stage[12]-piece-* "$W"/*.packed
@@ -146,14 +161,7 @@ lane_export() {  # lane_export NAME: merge, then (on the CUDA build) quantize an
 }
 # the variants, in VARIANTS order (default: all four), as long as the device time lasts; each lane's results are
 # copied when it ends
-declare -A DELTA=(
-  [s2-lr5e-5]="{stage2: {lr: 5.0e-5}, eval: {compare_subset: 0}}"
-  [s2-half-epoch]="{stage2: {epochs: 0.5}, eval: {compare_subset: 0}}"
-  [s2-positive-15]="{stage2: {positive_ratio: 0.15}, eval: {compare_subset: 0}}"
-  [dropout]="{stage1: {lora_dropout: 0.05}, eval: {compare_subset: 0}}"
-  [stage1-only]="{eval: {compare_subset: 0}}")
-exports=()
-for v in ${VARIANTS:-s2-lr5e-5 s2-half-epoch s2-positive-15 dropout}; do
+for v in $VARIANTS; do
   case $v in
     dropout) lane "$v" stage1 "${DELTA[$v]}"; train=(stage1 stage2) ;;
     stage1-only) lane "$v" base "${DELTA[$v]}"; ln -sfn "$R/models/stage1" "$V/$v/models/stage2"; train=() ;;  # no stage2
