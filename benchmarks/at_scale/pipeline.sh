@@ -15,7 +15,7 @@ BASE=${BASE:-row}
 case $BASE in row|stage1|none) ;; *) log "BASE=$BASE: use row, stage1 or none"; exit 1 ;; esac
 # the decision table's variants: each lane's params delta over the at-scale params. Only s2-lr5e-5, the first lane,
 # keeps the profile's 200-article compare (stage1 and the bf16 merge against Q4_K_M: "is Q4 within 2 points?"),
-# ~140 s more in an export that runs beside the next lane's training; the others skip it
+# ~140 s more (run c: ~45 s for 64) in an export that runs beside the next lane's training; the others skip it
 declare -A DELTA=(
   [s2-lr5e-5]="{stage2: {lr: 5.0e-5}}"
   [s2-half-epoch]="{stage2: {epochs: 0.5}, eval: {compare_subset: 0}}"
