@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from jinmei.files import write_jsonl
 from jinmei.prompt import answer_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,8 +33,7 @@ def lane(tmp_path, eval_json):
     dev_positive = [prediction(YAMADA, answer_text(YAMADA, FIELDS)), prediction(YAMADA, answer_text(EMPTY, FIELDS))]
     with lzma.open(folder / "predictions" / "dev_all.jsonl.xz", "wt", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in dev_all)
-    (folder / "predictions" / "dev_positive.jsonl").write_text(
-        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in dev_positive), encoding="utf-8")
+    write_jsonl(folder / "predictions" / "dev_positive.jsonl", dev_positive)
     (folder / "metrics" / "eval.json").write_text(json.dumps(eval_json))
     return folder
 

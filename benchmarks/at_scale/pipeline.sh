@@ -23,7 +23,6 @@ declare -A DELTA=(
   [dropout]="{stage1: {lora_dropout: 0.05}, eval: {compare_subset: 0}}"
   [stage1-only]="{eval: {compare_subset: 0}}"
   [recipe]="{eval: {compare_subset: 0}}")  # the recipe's own stage2, for variants whose stage1 is not the base row's
-exports=()
 VARIANTS=${VARIANTS:-s2-lr5e-5 s2-half-epoch s2-positive-15 dropout}
 for v in $VARIANTS; do
   [ -n "${DELTA[$v]:-}" ] || { log "VARIANTS: no lane $v (${!DELTA[*]})"; exit 1; }
@@ -163,6 +162,7 @@ lane_export() {  # lane_export NAME: merge, then (on the CUDA build) quantize an
 }
 # the variants, in VARIANTS order (default: all four), as long as the device time lasts; each lane's results are
 # copied when it ends
+exports=()
 for v in $VARIANTS; do
   case $v in
     dropout) lane "$v" stage1 "${DELTA[$v]}"; train=(stage1 stage2) ;;

@@ -14,16 +14,18 @@ import lzma
 import sys
 from pathlib import Path
 
+from jinmei.files import read_jsonl
 from jinmei.params import parse, read_yaml
 from jinmei.scoring import score
 
 
 def read_predictions(folder: Path, split: str) -> list[dict]:
-    for name, opener in ((f"{split}.jsonl.xz", lzma.open), (f"{split}.jsonl", open)):
-        path = folder / "predictions" / name
-        if path.exists():
-            with opener(path, "rt", encoding="utf-8") as f:
-                return [json.loads(line) for line in f]
+    path = folder / "predictions" / f"{split}.jsonl"
+    if path.exists():
+        return read_jsonl(path)
+    if path.with_suffix(".jsonl.xz").exists():   # results folders keep them xz-compressed
+        with lzma.open(path.with_suffix(".jsonl.xz"), "rt", encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
     raise SystemExit(f"{folder}/predictions: no {split}.jsonl or {split}.jsonl.xz")
 
 
