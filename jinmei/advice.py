@@ -220,9 +220,12 @@ def advise(metrics: dict[str, Any], params, stage1: dict[str, Any] | None = None
 
     head = "# Advice from eval\n\n"
     if not findings:
-        pos = metrics.get("dev_positive", {})
+        pos, n_compared = metrics.get("dev_positive", {}), _get(metrics, "compare", "n")
+        # a claim about stage2 and quantization needs the compare subset: without it, say that it was not measured
+        kept = (f"recall kept through stage2 and quantization on the {n_compared}-article compare subset"
+                if n_compared else "recall through stage2 and quantization not measured (eval.compare_subset is 0)")
         return head + (f"All checks pass: Dev-Positive recall {_pct(pos.get('recall'))} and person F1 "
-                       f"{_pct(pos.get('person_f1'))} above their floors, recall kept through stage2 and quantization, "
+                       f"{_pct(pos.get('person_f1'))} above their floors, {kept}, "
                        f"false positive rate {_pct(fpr)}, {_pct(valid)} valid answers. Nothing to change.\n")
     return head + "\n".join(f"{i}. {f}" for i, f in enumerate(findings, 1)) + "\n"
 

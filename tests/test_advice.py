@@ -35,6 +35,15 @@ def good_metrics():
 def test_all_good_says_so():
     text = advise(good_metrics(), PARAMS, {"first_loss": 2.0, "last_loss": 0.1}, good_metrics())
     assert "All checks pass" in text and "dvc exp run" not in text
+    assert "recall kept through stage2 and quantization on the 20-article compare subset" in text
+
+
+def test_all_good_without_a_compare_claims_nothing_about_stage2():
+    m = good_metrics()
+    del m["compare"]
+    text = advise(m, PARAMS)
+    assert "All checks pass" in text and "kept through" not in text
+    assert "recall through stage2 and quantization not measured (eval.compare_subset is 0)" in text
 
 
 def test_stage2_recall_drop_gives_the_three_steps_in_order():

@@ -17,7 +17,7 @@ YAMADA = {"persons": [{"name": "山田太郎", "act": "救助", "address": "東�
 
 
 def prediction(gold, raw):
-    return {"id": "x", "verdict": "?", "exact": None, "raw": raw, "parsed": None, "gold": gold, "truncated": False,
+    return {"id": None, "verdict": "?", "exact": None, "raw": raw, "parsed": None, "gold": gold, "truncated": False,
             "prompt_tokens": 0, "generated_tokens": 0}
 
 
@@ -31,6 +31,9 @@ def lane(tmp_path, eval_json):
     dev_all = [prediction(EMPTY, answer_text(EMPTY, FIELDS)), prediction(EMPTY, answer_text(YAMADA, FIELDS)),
                prediction(EMPTY, "{not json"), prediction(YAMADA, answer_text(YAMADA, FIELDS))]
     dev_positive = [prediction(YAMADA, answer_text(YAMADA, FIELDS)), prediction(YAMADA, answer_text(EMPTY, FIELDS))]
+    for split, records in (("all", dev_all), ("positive", dev_positive)):
+        for i, record in enumerate(records):
+            record["id"] = f"{split}-{i}"
     with lzma.open(folder / "predictions" / "dev_all.jsonl.xz", "wt", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in dev_all)
     write_jsonl(folder / "predictions" / "dev_positive.jsonl", dev_positive)
@@ -38,8 +41,9 @@ def lane(tmp_path, eval_json):
     return folder
 
 
-def table(folder):
-    return subprocess.run([sys.executable, str(ROOT / "benchmarks/at_scale/table.py"), f"a={folder}"],
+def table(*folders):
+    rows = [f"{chr(ord('a') + i)}={folder}" for i, folder in enumerate(folders)]
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks/at_scale/table.py"), *rows],
                           capture_output=True, text=True, cwd=ROOT)
 
 
@@ -57,3 +61,18 @@ def test_a_metrics_file_that_disagrees_fails(tmp_path):
     out = table(lane(tmp_path, {**PRINTED, "dev_positive": {"recall": 1.0, "person_f1": 0.6667}}))
     assert out.returncode == 1
     assert "dev_positive.recall: eval.json 1.0, re-scored 0.5000" in out.stderr
+
+
+def test_second_table_counts_answers_identical_to_the_first_row(tmp_path):
+    first = lane(tmp_path / "1", PRINTED)
+    second = lane(tmp_path / "2", PRINTED)
+    with lzma.open(second / "predictions" / "dev_all.jsonl.xz", "rt", encoding="utf-8") as f:
+        dev_all = [json.loads(line) for line in f]
+    dev_all[0]["raw"] = " " + dev_all[0]["raw"]      # the same answer, but not character for character
+    with lzma.open(second / "predictions" / "dev_all.jsonl.xz", "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in dev_all)
+    out = table(first, second)
+    assert out.returncode == 0, out.stderr
+    assert "answers identical to a" in out.stdout
+    assert "| a | 1.000 [0.206, 1.000] | 4 / 4 | 2 / 2 |" in out.stdout
+    assert "| b | 1.000 [0.206, 1.000] | 3 / 4 | 2 / 2 |" in out.stdout  # precision 1 of 1 named

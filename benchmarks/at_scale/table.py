@@ -6,6 +6,9 @@ checked against the rates that folder's metrics/eval.json printed, so a row in t
 
 A folder holds predictions/dev_all.jsonl[.xz], predictions/dev_positive.jsonl[.xz] and metrics/eval.json
 (run folders and lane folders both do). Exit 1 when a re-scored rate differs from the folder's eval.json.
+A second table puts each row against the first: Dev-Positive person precision with its Wilson interval (are two
+rows' differences noise?) and how many answers are character for character the first row's (how far two trainings
+moved apart).
 """
 from __future__ import annotations
 
@@ -29,13 +32,16 @@ def read_predictions(folder: Path, split: str) -> list[dict]:
     raise SystemExit(f"{folder}/predictions: no {split}.jsonl or {split}.jsonl.xz")
 
 
-def row(label: str, folder: Path, fields: list[str]) -> tuple[str, list[str]]:
+def row(label: str, folder: Path, fields: list[str], first: dict) -> tuple[str, str, list[str]]:
+    """first: the first row's answers by split and id (empty while scoring the first row itself)."""
     printed = json.loads((folder / "metrics" / "eval.json").read_text(encoding="utf-8"))
-    scored = {}
+    scored, same = {}, {}
     for split in ("dev_all", "dev_positive"):
-        records = [{"gold": r["gold"], "text": r["raw"], "truncated": r["truncated"]}
-                   for r in read_predictions(folder, split)]
+        predictions = read_predictions(folder, split)
+        records = [{"gold": r["gold"], "text": r["raw"], "truncated": r["truncated"]} for r in predictions]
         scored[split] = score(records, fields)[1]
+        first.setdefault(split, {r["id"]: r["raw"] for r in predictions})
+        same[split] = sum(first[split].get(r["id"]) == r["raw"] for r in predictions)
     mismatches = [f"{split}.{key}: eval.json {printed[split][key]}, re-scored {scored[split][key]:.4f}"
                   for split, keys in (("dev_all", ("false_positive_rate", "json_parse_rate")),
                                       ("dev_positive", ("recall", "person_f1")))
@@ -49,25 +55,32 @@ def row(label: str, folder: Path, fields: list[str]) -> tuple[str, list[str]]:
              " / ".join("—" if pos["field_recall"][f] is None else f"{pos['field_recall'][f]:.3f}"
                         for f in fields[1:]),   # — : no gold person has that field
              f"{all_['exact_match']:.1%} / {pos['exact_match']:.1%}"]
-    return "| " + " | ".join(cells) + " |", mismatches
+    low, high = pos["ci95"]["person_precision"]
+    against_first = [label, f"{pos['person_precision']:.3f} [{low:.3f}, {high:.3f}]",
+                     f"{same['dev_all']:,} / {all_['n']:,}", f"{same['dev_positive']:,} / {pos['n']:,}"]
+    return "| " + " | ".join(cells) + " |", "| " + " | ".join(against_first) + " |", mismatches
 
 
 def main(args: list[str]) -> int:
     if not args or any("=" not in a for a in args):
         raise SystemExit(__doc__)
-    lines, bad = [], []
+    lines, against_first, bad, first = [], [], [], {}
     for arg in args:
         label, folder = arg.split("=", 1)
         folder = Path(folder)   # a lane folder has no params.yaml: its run's, above it, has the schema's fields
         params_file = next(p / "params.yaml" for p in (folder, *folder.resolve().parents) if (p / "params.yaml").exists())
         fields = parse(read_yaml(params_file)).schema.fields
-        line, mismatches = row(label, folder, fields)
+        line, against, mismatches = row(label, folder, fields, first)
         lines.append(line)
+        against_first.append(against)
         bad += [f"{label}: {m}" for m in mismatches]
     print(f"| row | Dev-All false positives | Dev-All JSON parse | Dev-Positive recall | person F1 | "
           f"field recall {' / '.join(fields[1:])} | exact match Dev-All / Dev-Positive |\n"
           "|---|---:|---:|---:|---:|---:|---:|")
     print("\n".join(lines))
+    print(f"\n| row | Dev-Positive person precision [Wilson 95%] | answers identical to {args[0].split('=')[0]}: "
+          "Dev-All | Dev-Positive |\n|---|---:|---:|---:|")
+    print("\n".join(against_first))
     if bad:
         print("re-scored counts differ from eval.json:\n  " + "\n  ".join(bad), file=sys.stderr)
     return 1 if bad else 0
