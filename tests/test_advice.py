@@ -185,3 +185,12 @@ def test_a_drop_inside_the_intervals_is_not_called_a_drop():
     text = advise(m, PARAMS)
     assert "not a measured drop" in text and "eval.compare_subset=80" in text
     assert "**stage2 lost recall**" not in text
+
+
+def test_more_positives_says_the_mix_shrinks_when_stage2_takes_all():
+    params = copy.deepcopy(PARAMS)
+    m = good_metrics()
+    m["compare"]["merged"]["recall"] = m["compare"]["gguf"]["recall"] = 0.5
+    assert "the mix shrinks" not in advise(m, params)
+    params["stage2"]["size"] = None
+    assert "stage2.positive_ratio=0.15` (stage2.size is null: the mix shrinks" in advise(m, params)
