@@ -74,12 +74,16 @@ def _interval(metrics, name: str) -> str:
     return f" [95% CI {_pct(ci[0])}-{_pct(ci[1])}]" if ci else ""
 
 
-def more_positives(s2) -> str:
-    """The ladder's last stage2 step. With stage2.size null the mix keeps every positive, so a larger share drops
-    empties and the same epochs become fewer steps (run-2026-12-04b: 0.15 gave 261 steps instead of 391)."""
-    step = f"more positives in stage2: `{cmd('stage2.positive_ratio=' + num(s2.positive_ratio + 0.05))}`"
-    return step + (" (stage2.size is null: the mix shrinks to keep that share, so stage2 also runs fewer steps)"
-                   if s2.size is None else "")
+def stage2_ladder(s2) -> str:
+    """The recipe's three repairs for recall lost in stage2, in its order. With stage2.size null the mix keeps every
+    positive, so a larger share drops empties and the same epochs become fewer steps (run-2026-12-04b: 0.15 gave
+    261 steps instead of 391): the third step says so."""
+    shrinks = (" (stage2.size is null: the mix shrinks to keep that share, so stage2 also runs fewer steps)"
+               if s2.size is None else "")
+    return (f"   1. fewer stage2 steps: `{cmd('stage2.epochs=' + num(s2.epochs / 2))}`\n"
+            f"   2. a lower stage2 learning rate: `{cmd('stage2.lr=' + num(s2.lr / 2))}`\n"
+            f"   3. more positives in stage2: `{cmd('stage2.positive_ratio=' + num(s2.positive_ratio + 0.05))}`"
+            f"{shrinks}")
 
 
 def low_levels(metrics: dict[str, Any], params) -> list[str]:
@@ -131,9 +135,7 @@ def _level_finding(metrics: dict[str, Any], params, low: list[str]) -> str:
         return head + (
             f"stage1 reached {_pct(r1)}{_interval(metrics, 'stage1')}, the merged stage2 model {_pct(r2)}"
             f"{_interval(metrics, 'merged')} on {n} articles: {verdict}. Try, in this order:\n"
-            f"   1. fewer stage2 steps: `{cmd('stage2.epochs=' + num(s2.epochs / 2))}`\n"
-            f"   2. a lower stage2 learning rate: `{cmd('stage2.lr=' + num(s2.lr / 2))}`\n"
-            f"   3. {more_positives(s2)}")
+            + stage2_ladder(s2))
     return head + (f"The unquantized model reached {_pct(r2)} and {params.quantize.type} {_pct(rq)} on {n} articles: "
                    f"quantization lost it; try `{cmd('quantize.type=Q8_0')}`")
 
@@ -164,9 +166,7 @@ def advise(metrics: dict[str, Any], params, stage1: dict[str, Any] | None = None
             f"**stage2 lost recall**: dev_positive recall {_pct(r1)} after stage1, {_pct(r2)} after stage2 "
             f"(merged, unquantized; {metrics['compare']['n']} articles), a drop over the "
             f"{_pct(ev.recall_drop_margin)} margin. Try, one at a time, in this order:\n"
-            f"   1. fewer stage2 steps: `{cmd('stage2.epochs=' + num(s2.epochs / 2))}`\n"
-            f"   2. a lower stage2 learning rate: `{cmd('stage2.lr=' + num(s2.lr / 2))}`\n"
-            f"   3. {more_positives(s2)}")
+            + stage2_ladder(s2))
 
     # 2. stage1 overfits: held-out recall falls while the training loss still falls
     now, before = _get(metrics, "dev_positive", "recall"), _get(previous, "dev_positive", "recall")

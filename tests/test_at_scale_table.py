@@ -21,6 +21,12 @@ def prediction(gold, raw):
             "prompt_tokens": 0, "generated_tokens": 0}
 
 
+def write_jsonl_xz(path, rows):
+    """As the results folders keep predictions."""
+    with lzma.open(path, "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
 def lane(tmp_path, eval_json):
     """A run folder (params.yaml) with one lane: Dev-All 3 empty + 1 positive, Dev-Positive 2 positives."""
     run = tmp_path / "run"
@@ -34,8 +40,7 @@ def lane(tmp_path, eval_json):
     for split, records in (("all", dev_all), ("positive", dev_positive)):
         for i, record in enumerate(records):
             record["id"] = f"{split}-{i}"
-    with lzma.open(folder / "predictions" / "dev_all.jsonl.xz", "wt", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in dev_all)
+    write_jsonl_xz(folder / "predictions" / "dev_all.jsonl.xz", dev_all)
     write_jsonl(folder / "predictions" / "dev_positive.jsonl", dev_positive)
     (folder / "metrics" / "eval.json").write_text(json.dumps(eval_json))
     return folder
@@ -69,8 +74,7 @@ def test_second_table_counts_answers_identical_to_the_first_row(tmp_path):
     with lzma.open(second / "predictions" / "dev_all.jsonl.xz", "rt", encoding="utf-8") as f:
         dev_all = [json.loads(line) for line in f]
     dev_all[0]["raw"] = " " + dev_all[0]["raw"]      # the same answer, but not character for character
-    with lzma.open(second / "predictions" / "dev_all.jsonl.xz", "wt", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in dev_all)
+    write_jsonl_xz(second / "predictions" / "dev_all.jsonl.xz", dev_all)
     out = table(first, second)
     assert out.returncode == 0, out.stderr
     assert "answers identical to a" in out.stdout

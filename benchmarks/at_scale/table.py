@@ -32,16 +32,18 @@ def read_predictions(folder: Path, split: str) -> list[dict]:
     raise SystemExit(f"{folder}/predictions: no {split}.jsonl or {split}.jsonl.xz")
 
 
-def row(label: str, folder: Path, fields: list[str], first: dict) -> tuple[str, str, list[str]]:
-    """first: the first row's answers by split and id (empty while scoring the first row itself)."""
+def row(label: str, folder: Path, fields: list[str], first: dict | None):
+    """The row's two table lines, its mismatches with eval.json, and its answers by split and id. first: the first
+    row's answers (None while scoring the first row itself)."""
     printed = json.loads((folder / "metrics" / "eval.json").read_text(encoding="utf-8"))
-    scored, same = {}, {}
+    scored, answers = {}, {}
     for split in ("dev_all", "dev_positive"):
         predictions = read_predictions(folder, split)
         records = [{"gold": r["gold"], "text": r["raw"], "truncated": r["truncated"]} for r in predictions]
         scored[split] = score(records, fields)[1]
-        first.setdefault(split, {r["id"]: r["raw"] for r in predictions})
-        same[split] = sum(first[split].get(r["id"]) == r["raw"] for r in predictions)
+        answers[split] = {r["id"]: r["raw"] for r in predictions}
+    reference = first or answers
+    same = {split: sum(reference[split].get(i) == raw for i, raw in answers[split].items()) for split in answers}
     mismatches = [f"{split}.{key}: eval.json {printed[split][key]}, re-scored {scored[split][key]:.4f}"
                   for split, keys in (("dev_all", ("false_positive_rate", "json_parse_rate")),
                                       ("dev_positive", ("recall", "person_f1")))
@@ -58,19 +60,20 @@ def row(label: str, folder: Path, fields: list[str], first: dict) -> tuple[str, 
     low, high = pos["ci95"]["person_precision"]
     against_first = [label, f"{pos['person_precision']:.3f} [{low:.3f}, {high:.3f}]",
                      f"{same['dev_all']:,} / {all_['n']:,}", f"{same['dev_positive']:,} / {pos['n']:,}"]
-    return "| " + " | ".join(cells) + " |", "| " + " | ".join(against_first) + " |", mismatches
+    return "| " + " | ".join(cells) + " |", "| " + " | ".join(against_first) + " |", mismatches, answers
 
 
 def main(args: list[str]) -> int:
     if not args or any("=" not in a for a in args):
         raise SystemExit(__doc__)
-    lines, against_first, bad, first = [], [], [], {}
+    lines, against_first, bad, first = [], [], [], None
     for arg in args:
         label, folder = arg.split("=", 1)
         folder = Path(folder)   # a lane folder has no params.yaml: its run's, above it, has the schema's fields
         params_file = next(p / "params.yaml" for p in (folder, *folder.resolve().parents) if (p / "params.yaml").exists())
         fields = parse(read_yaml(params_file)).schema.fields
-        line, against, mismatches = row(label, folder, fields, first)
+        line, against, mismatches, answers = row(label, folder, fields, first)
+        first = first or answers
         lines.append(line)
         against_first.append(against)
         bad += [f"{label}: {m}" for m in mismatches]
