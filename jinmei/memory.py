@@ -17,6 +17,10 @@ bf16 autocast); frozen base projections keep no input, only the LoRA matrices do
   layer keeps its input (2h).
 - Unsloth's fused kernels save less (norm inputs, one shared QKV input, the O and MLP inputs, q/k/v/out, gate and
   up: 18h + 4i + 2r x targets); its "unsloth" checkpointing offloads a checkpointed layer's input to host memory.
+With lora_dropout > 0 each LoRA input also leaves its dropout mask, one byte per element on the GPU (CUDA's
+native_dropout keeps it as bool; Unsloth's fused kernels keep the same masks): 6h + i a token for the seven
+targets. Measured on an H200 (benchmarks/results/at-scale/run-2026-12-04c): stage1's peak went from 45.3 to 56.8
+GiB with dropout 0.05 and nothing else changed.
 Each kept layer also holds its own bf16 copy of the b x s x s padding mask (SDPA converts the boolean mask per
 call) and autocast's bf16 copies of its LoRA weights. Plus, whatever is kept, two layers' worth while one is
 recomputed or back-propagated (its activations and their gradients), 10h per token outside the layers (embeddings,
@@ -37,6 +41,7 @@ LORA_STATE_BYTES = 20    # per trainable parameter
 # bytes per token of one kept decoder layer: (per hidden unit, per intermediate unit)
 KEPT = {"hf": (28, 8), "unsloth": (18, 4)}
 CHECKPOINTED = {"hf": 2, "unsloth": 0}  # per hidden unit: the layer input on the card (Unsloth offloads it)
+DROPOUT_MASK_BYTES = 1  # per element of a LoRA input when lora_dropout > 0 (CUDA's bool mask)
 
 
 @dataclass(frozen=True)
@@ -71,17 +76,23 @@ class Shape:
                    head_dim=int(read("head_dim") or hidden // heads))
 
 
-def lora_params(shape: Shape, r: int, targets: list[str]) -> int:
-    """Trainable parameters of the adapter: r x (in + out) per targeted projection per layer."""
+def projection_sizes(shape: Shape, targets: list[str]) -> list[tuple[int, int]]:
+    """(in, out) features of each targeted projection of one layer; an unknown name counts as hidden x hidden."""
     h, i, q, kv = shape.hidden, shape.intermediate, shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
     sizes = {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
              "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
-    return shape.layers * sum(r * sum(sizes.get(t, (h, h))) for t in targets)
+    return [sizes.get(t, (h, h)) for t in targets]
 
 
-def kept_layer_bytes(shape: Shape, backend: str, r: int, targets: list[str]) -> int:
+def lora_params(shape: Shape, r: int, targets: list[str]) -> int:
+    """Trainable parameters of the adapter: r x (in + out) per targeted projection per layer."""
+    return shape.layers * sum(r * (n_in + n_out) for n_in, n_out in projection_sizes(shape, targets))
+
+
+def kept_layer_bytes(shape: Shape, backend: str, r: int, targets: list[str], dropout: float = 0.0) -> int:
     per_h, per_i = KEPT[backend]  # + SDPA's fp32 log-sum-exp per head and both norms' fp32 rsqrt
-    return per_h * shape.hidden + per_i * shape.intermediate + 2 * r * len(targets) + 4 * shape.heads + 8
+    masks = DROPOUT_MASK_BYTES * sum(n_in for n_in, _ in projection_sizes(shape, targets)) if dropout else 0
+    return per_h * shape.hidden + per_i * shape.intermediate + 2 * r * len(targets) + 4 * shape.heads + 8 + masks
 
 
 @dataclass(frozen=True)
@@ -108,24 +119,26 @@ def evenly_spaced(count: int, layers: int) -> list[int]:
     return [(k + 1) * layers // count - 1 for k in range(count)] if count else []
 
 
-def kept_layer_total(shape: Shape, backend: str, r: int, targets: list[str], rows: int, longest: int) -> int:
+def kept_layer_total(shape: Shape, backend: str, r: int, targets: list[str], rows: int, longest: int,
+                     dropout: float = 0.0) -> int:
     """Bytes one kept layer holds for a batch: its activations, its own copy of the padding mask (SDPA converts
     the boolean mask per call and saves it), and autocast's bf16 copies of its fp32 LoRA weights."""
     tokens = rows * longest
-    return (tokens * kept_layer_bytes(shape, backend, r, targets) + 2 * rows * longest * longest
+    return (tokens * kept_layer_bytes(shape, backend, r, targets, dropout) + 2 * rows * longest * longest
             + 2 * lora_params(shape, r, targets) // shape.layers)
 
 
-def need_bytes(shape: Shape, backend: str, r: int, targets: list[str], rows: int, longest: int, kept: int) -> int:
+def need_bytes(shape: Shape, backend: str, r: int, targets: list[str], rows: int, longest: int, kept: int,
+               dropout: float = 0.0) -> int:
     tokens = rows * longest
-    layer = kept_layer_total(shape, backend, r, targets, rows, longest)
+    layer = kept_layer_total(shape, backend, r, targets, rows, longest, dropout)
     checkpointed = tokens * CHECKPOINTED[backend] * shape.hidden
     return ((kept + 2) * layer + (shape.layers - kept) * checkpointed + tokens * 10 * shape.hidden
             + LORA_STATE_BYTES * lora_params(shape, r, targets))
 
 
 def plan(setting: Any, shape: Shape, backend: str, r: int, targets: list[str], rows: int, longest: int,
-         usable: int | None) -> Plan:
+         usable: int | None, dropout: float = 0.0) -> Plan:
     """How many layers to checkpoint; `usable` = bytes this process can still allocate (None: no CUDA device)."""
     L = shape.layers
     common = dict(setting=setting, layers=L, batch_rows=rows, longest_row=longest,
@@ -134,7 +147,7 @@ def plan(setting: Any, shape: Shape, backend: str, r: int, targets: list[str], r
     budget = None if usable is None else usable * (1 - MARGIN_SHARE) - MARGIN_BYTES
 
     def make(kept: int, reason: str) -> Plan:
-        need = None if usable is None else need_bytes(shape, backend, r, targets, rows, longest, kept)
+        need = None if usable is None else need_bytes(shape, backend, r, targets, rows, longest, kept, dropout)
         if need is not None and need > budget:  # only a forced setting gets here
             reason += f" (estimate above the {budget / GiB:.1f} GiB budget: it may run out of memory)"
         return Plan(checkpointed=L - kept, kept=evenly_spaced(kept, L),
@@ -146,10 +159,10 @@ def plan(setting: Any, shape: Shape, backend: str, r: int, targets: list[str], r
         return make(L, "train.gradient_checkpointing: false")
     if usable is None:
         return make(L, "auto: no CUDA device, so no card memory to save; nothing recomputed")
-    fits = [k for k in range(L, -1, -1) if need_bytes(shape, backend, r, targets, rows, longest, k) <= budget]
+    fits = [k for k in range(L, -1, -1) if need_bytes(shape, backend, r, targets, rows, longest, k, dropout) <= budget]
     head = f"auto: longest batch {rows} x {longest} tokens, {usable / GiB:.1f} GiB usable, budget {budget / GiB:.1f}"
     if not fits:
-        least = need_bytes(shape, backend, r, targets, rows, longest, 0) / GiB
+        least = need_bytes(shape, backend, r, targets, rows, longest, 0, dropout) / GiB
         raise JinmeiError(
             f"params.yaml: the longest batch ({rows} rows x {longest} tokens) needs about {least:.1f} GiB even "
             f"with every layer checkpointed, and this GPU has {budget / GiB:.1f} GiB to spare after the margin; "

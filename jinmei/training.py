@@ -123,7 +123,7 @@ def load_base(base_dir: Path, backend: str, max_seq_length: int):
 def checkpoint_plan(setting, model, backend: str, lora: LoraSpec, rows: int, longest: int) -> memory.Plan:
     """train.gradient_checkpointing for this model and this stage's longest batch (jinmei.memory)."""
     return memory.plan(setting, memory.Shape.of(model.config), backend, lora.r, lora.target_modules, rows, longest,
-                       memory.usable_cuda_bytes())
+                       memory.usable_cuda_bytes(), lora.dropout)
 
 
 def add_lora(model, backend: str, lora: LoraSpec, seed: int, ckpt: memory.Plan):

@@ -26,6 +26,12 @@ def test_auto_recomputes_only_what_does_not_fit(usable_gib, checkpointed):
         assert more > budget
 
 
+def test_dropout_masks_can_cost_kept_layers():
+    kw = dict(rows=8, longest=2048, usable=40 * GiB)
+    assert (memory.plan("auto", SEVEN_B, "unsloth", 64, TARGETS, **kw, dropout=0.05).checkpointed
+            > memory.plan("auto", SEVEN_B, "unsloth", 64, TARGETS, **kw).checkpointed)
+
+
 def test_unsloth_offload_leaves_more_layers_kept():
     kw = dict(rows=8, longest=2048, usable=100 * GiB)
     hf = memory.plan("auto", SEVEN_B, "hf", 64, TARGETS, **kw)
@@ -52,7 +58,7 @@ def test_without_cuda_auto_recomputes_nothing():
     assert p.as_metrics()["recompute_share"] == 0.0
 
 
-def tiny_lora_model(layers: int, ckpt: memory.Plan | None = None):
+def tiny_lora_model(layers: int, ckpt: memory.Plan | None = None, dropout: float = 0.0):
     torch = pytest.importorskip("torch")
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -64,7 +70,7 @@ def tiny_lora_model(layers: int, ckpt: memory.Plan | None = None):
     model = LlamaForCausalLM(config).to(torch.bfloat16)
     shape = memory.Shape.of(config)
     plan = ckpt or memory.plan(False, shape, "hf", 8, TARGETS, 1, 1, None)
-    return add_lora(model, "hf", LoraSpec(8, 16, 0.0, TARGETS), 0, plan), shape
+    return add_lora(model, "hf", LoraSpec(8, 16, dropout, TARGETS), 0, plan), shape
 
 
 def saved_activation_bytes(model, ids, mask) -> int:
@@ -86,19 +92,36 @@ def saved_activation_bytes(model, ids, mask) -> int:
     return sum(seen.values())
 
 
-def test_the_plain_backend_saves_no_more_than_the_bound():
-    """Per kept layer and token, what autograd really keeps (bf16, SDPA with a padding mask) is the estimate's."""
+def saved_per_layer(dropout: float = 0.0) -> tuple[float, memory.Shape]:
+    """What one more kept decoder layer adds to autograd's saved tensors (a padded batch of 2 x 96 tokens)."""
     torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
     ids = torch.randint(1, 500, (2, 96))
     mask = torch.ones_like(ids)
     mask[1, 70:] = 0  # a padded row, as in every length-grouped batch
     measured = {}
     for layers in (2, 4):
-        model, shape = tiny_lora_model(layers)
+        model, shape = tiny_lora_model(layers, dropout=dropout)
         measured[layers] = saved_activation_bytes(model, ids, mask)
-    per_layer = (measured[4] - measured[2]) / 2
+    return (measured[4] - measured[2]) / 2, shape
+
+
+def test_the_plain_backend_saves_no_more_than_the_bound():
+    """Per kept layer and token, what autograd really keeps (bf16, SDPA with a padding mask) is the estimate's."""
+    per_layer, shape = saved_per_layer()
     bound = memory.kept_layer_total(shape, "hf", 8, TARGETS, rows=2, longest=96)
     assert 0.95 * bound <= per_layer <= bound, (per_layer, bound)
+
+
+def test_lora_dropout_adds_one_mask_per_lora_input():
+    """lora_dropout > 0 keeps a mask of every LoRA input and nothing else. On the CPU torch keeps dropout's fp32
+    noise (4 bytes an element); on CUDA native_dropout keeps a bool (DROPOUT_MASK_BYTES), which the plan counts."""
+    without, shape = saved_per_layer(0.0)
+    with_dropout, _ = saved_per_layer(0.05)
+    planned = (memory.kept_layer_bytes(shape, "hf", 8, TARGETS, dropout=0.05)
+               - memory.kept_layer_bytes(shape, "hf", 8, TARGETS)) / memory.DROPOUT_MASK_BYTES
+    assert planned == 6 * shape.hidden + shape.intermediate
+    assert (with_dropout - without) / (2 * 96) == 4 * planned
 
 
 def test_partial_checkpointing_gives_the_same_gradients():
