@@ -13,16 +13,16 @@ bf16 autocast); frozen base projections keep no input, only the LoRA matrices do
   casts it to the fp32 adapter's dtype and autocast back to bf16, one copy per target: 2h for q, k, v, o, gate,
   up, 2i for down), every LoRA B's input (2r), SDPA's q/k/v (keys and values repeated to every head when a
   padding mask is given) and output (8h), and the MLP's gate, SiLU and up outputs (6i) = 28h + 8i + 2r x targets.
-  tests/test_memory.py counts the tensors autograd really saves (CPU, bf16 autocast) against it. A checkpointed
-  layer keeps its input (2h).
+  tests/test_memory.py counts the tensors autograd really saves (bf16 autocast; on the CPU, and on CUDA where
+  there is one: equal to the byte on an H200) against it. A checkpointed layer keeps its input (2h).
 - Unsloth's fused kernels save less (norm inputs, one shared QKV input, the O and MLP inputs, q/k/v/out, gate and
   up: 18h + 4i + 2r x targets); its "unsloth" checkpointing offloads a checkpointed layer's input to host memory.
 With lora_dropout > 0 each LoRA input also leaves its dropout mask, one byte per element on the GPU (CUDA's
 native_dropout keeps it as bool; Unsloth's fused kernels keep the same masks): 6h + i a token for the seven
-targets. Measured on an H200 (benchmarks/results/at-scale/run-2026-12-04c): stage1's peak went from 45.3 to 56.8
-GiB with dropout 0.05 and nothing else changed.
+targets. On an H200 (benchmarks/results/at-scale/run-2026-12-04c) stage1's peak went from 45.3 to 56.8 GiB with
+dropout 0.05 and nothing else changed.
 Each kept layer also holds its own bf16 copy of the b x s x s padding mask (SDPA converts the boolean mask per
-call) and autocast's bf16 copies of its LoRA weights. Plus, whatever is kept, two layers' worth while one is
+call), autocast's bf16 copies of its LoRA weights and, on CUDA, SDPA's philox seed and offset. Plus, whatever is kept, two layers' worth while one is
 recomputed or back-propagated (its activations and their gradients), 10h per token outside the layers (embeddings,
 final norm), and 20 bytes per LoRA parameter (fp32 weight, gradient, two Adam moments, one fp32 temporary of
 foreach AdamW).
@@ -122,10 +122,11 @@ def evenly_spaced(count: int, layers: int) -> list[int]:
 def kept_layer_total(shape: Shape, backend: str, r: int, targets: list[str], rows: int, longest: int,
                      dropout: float = 0.0) -> int:
     """Bytes one kept layer holds for a batch: its activations, its own copy of the padding mask (SDPA converts
-    the boolean mask per call and saves it), and autocast's bf16 copies of its fp32 LoRA weights."""
+    the boolean mask per call and saves it), autocast's bf16 copies of its fp32 LoRA weights, and on CUDA the
+    philox seed and offset of SDPA's kernel (two int64s)."""
     tokens = rows * longest
     return (tokens * kept_layer_bytes(shape, backend, r, targets, dropout) + 2 * rows * longest * longest
-            + 2 * lora_params(shape, r, targets) // shape.layers)
+            + 2 * lora_params(shape, r, targets) // shape.layers + 16)
 
 
 def need_bytes(shape: Shape, backend: str, r: int, targets: list[str], rows: int, longest: int, kept: int,

@@ -4,6 +4,16 @@ import pytest
 from jinmei import memory
 from jinmei.errors import JinmeiError
 
+def _has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+# the byte counts are the GPU's; the CPU runs them everywhere, CUDA where there is one (no CI has)
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not _has_cuda(), reason="needs CUDA"))]
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 SEVEN_B = memory.Shape(layers=28, hidden=3584, intermediate=18944, heads=28, kv_heads=4, head_dim=128)
 GiB = memory.GiB
@@ -58,7 +68,7 @@ def test_without_cuda_auto_recomputes_nothing():
     assert p.as_metrics()["recompute_share"] == 0.0
 
 
-def tiny_lora_model(layers: int, ckpt: memory.Plan | None = None, dropout: float = 0.0):
+def tiny_lora_model(layers: int, ckpt: memory.Plan | None = None, dropout: float = 0.0, device: str = "cpu"):
     torch = pytest.importorskip("torch")
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -67,7 +77,7 @@ def tiny_lora_model(layers: int, ckpt: memory.Plan | None = None, dropout: float
     torch.manual_seed(0)
     config = LlamaConfig(hidden_size=128, intermediate_size=352, num_hidden_layers=layers, num_attention_heads=4,
                          num_key_value_heads=2, vocab_size=512, attn_implementation="sdpa")
-    model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model = LlamaForCausalLM(config).to(device=device, dtype=torch.bfloat16)
     shape = memory.Shape.of(config)
     plan = ckpt or memory.plan(False, shape, "hf", 8, TARGETS, 1, 1, None)
     return add_lora(model, "hf", LoraSpec(8, 16, dropout, TARGETS), 0, plan), shape
@@ -87,41 +97,45 @@ def saved_activation_bytes(model, ids, mask) -> int:
         return t
 
     model.train()  # bf16 autocast, as the Trainer runs a bf16 model on the GPU (fp32 LoRA adapters, peft's default)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast("cpu", dtype=torch.bfloat16):
+    with (torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+          torch.autocast(ids.device.type, dtype=torch.bfloat16)):
         model(input_ids=ids, attention_mask=mask, labels=ids)
     return sum(seen.values())
 
 
-def saved_per_layer(dropout: float = 0.0) -> tuple[float, memory.Shape]:
+def saved_per_layer(dropout: float = 0.0, device: str = "cpu") -> tuple[float, memory.Shape]:
     """What one more kept decoder layer adds to autograd's saved tensors (a padded batch of 2 x 96 tokens)."""
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
-    ids = torch.randint(1, 500, (2, 96))
+    ids = torch.randint(1, 500, (2, 96), device=device)
     mask = torch.ones_like(ids)
     mask[1, 70:] = 0  # a padded row, as in every length-grouped batch
     measured = {}
     for layers in (2, 4):
-        model, shape = tiny_lora_model(layers, dropout=dropout)
+        model, shape = tiny_lora_model(layers, dropout=dropout, device=device)
         measured[layers] = saved_activation_bytes(model, ids, mask)
     return (measured[4] - measured[2]) / 2, shape
 
 
-def test_the_plain_backend_saves_no_more_than_the_bound():
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_plain_backend_saves_no_more_than_the_bound(device):
     """Per kept layer and token, what autograd really keeps (bf16, SDPA with a padding mask) is the estimate's."""
-    per_layer, shape = saved_per_layer()
+    per_layer, shape = saved_per_layer(device=device)
     bound = memory.kept_layer_total(shape, "hf", 8, TARGETS, rows=2, longest=96)
     assert 0.95 * bound <= per_layer <= bound, (per_layer, bound)
 
 
-def test_lora_dropout_adds_one_mask_per_lora_input():
-    """lora_dropout > 0 keeps a mask of every LoRA input and nothing else. On the CPU torch keeps dropout's fp32
-    noise (4 bytes an element); on CUDA native_dropout keeps a bool (DROPOUT_MASK_BYTES), which the plan counts."""
-    without, shape = saved_per_layer(0.0)
-    with_dropout, _ = saved_per_layer(0.05)
+@pytest.mark.parametrize("device", DEVICES)
+def test_lora_dropout_adds_one_mask_per_lora_input(device):
+    """lora_dropout > 0 keeps a mask of every LoRA input and nothing else: on CUDA native_dropout's bool
+    (DROPOUT_MASK_BYTES, what the plan counts), on the CPU dropout's fp32 noise (4 bytes an element)."""
+    without, shape = saved_per_layer(0.0, device)
+    with_dropout, _ = saved_per_layer(0.05, device)
     planned = (memory.kept_layer_bytes(shape, "hf", 8, TARGETS, dropout=0.05)
                - memory.kept_layer_bytes(shape, "hf", 8, TARGETS)) / memory.DROPOUT_MASK_BYTES
     assert planned == 6 * shape.hidden + shape.intermediate
-    assert (with_dropout - without) / (2 * 96) == 4 * planned
+    per_element = {"cuda": memory.DROPOUT_MASK_BYTES, "cpu": 4}[device]
+    assert (with_dropout - without) / (2 * 96) == per_element * planned
 
 
 def test_partial_checkpointing_gives_the_same_gradients():
