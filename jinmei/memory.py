@@ -13,8 +13,8 @@ bf16 autocast); frozen base projections keep no input, only the LoRA matrices do
   casts it to the fp32 adapter's dtype and autocast back to bf16, one copy per target: 2h for q, k, v, o, gate,
   up, 2i for down), every LoRA B's input (2r), SDPA's q/k/v (keys and values repeated to every head when a
   padding mask is given) and output (8h), and the MLP's gate, SiLU and up outputs (6i) = 28h + 8i + 2r x targets.
-  tests/test_memory.py counts the tensors autograd really saves (bf16 autocast; on the CPU, and on CUDA where
-  there is one: equal to the byte on an H200) against it. A checkpointed layer keeps its input (2h).
+  tests/test_memory.py counts the tensors autograd really saves (bf16 autocast) against it: on the CPU, and on
+  CUDA where there is one (to the byte on an H200). A checkpointed layer keeps its input (2h).
 - Unsloth's fused kernels save less (norm inputs, one shared QKV input, the O and MLP inputs, q/k/v/out, gate and
   up: 18h + 4i + 2r x targets); its "unsloth" checkpointing offloads a checkpointed layer's input to host memory.
 With lora_dropout > 0 each LoRA input also leaves its dropout mask, one byte per element on the GPU (CUDA's
@@ -22,10 +22,10 @@ native_dropout keeps it as bool; Unsloth's fused kernels keep the same masks): 6
 targets. On an H200 (benchmarks/results/at-scale/run-2026-12-04c) stage1's peak went from 45.3 to 56.8 GiB with
 dropout 0.05 and nothing else changed.
 Each kept layer also holds its own bf16 copy of the b x s x s padding mask (SDPA converts the boolean mask per
-call), autocast's bf16 copies of its LoRA weights and, on CUDA, SDPA's philox seed and offset. Plus, whatever is kept, two layers' worth while one is
-recomputed or back-propagated (its activations and their gradients), 10h per token outside the layers (embeddings,
-final norm), and 20 bytes per LoRA parameter (fp32 weight, gradient, two Adam moments, one fp32 temporary of
-foreach AdamW).
+call), autocast's bf16 copies of its LoRA weights and, on CUDA, SDPA's philox seed and offset. Plus, whatever is
+kept, two layers' worth while one is recomputed or back-propagated (its activations and their gradients), 10h per
+token outside the layers (embeddings, final norm), and 20 bytes per LoRA parameter (fp32 weight, gradient, two
+Adam moments, one fp32 temporary of foreach AdamW).
 """
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ import pytest
 from jinmei import memory
 from jinmei.errors import JinmeiError
 
+
 def _has_cuda() -> bool:
     try:
         import torch
