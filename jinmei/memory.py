@@ -176,7 +176,8 @@ def plan(setting: Any, shape: Shape, backend: str, r: int, targets: list[str], r
 
 
 def usable_cuda_bytes() -> int | None:
-    """Bytes this process can still allocate on its GPU (free + cached-but-unused); None without CUDA."""
+    """Bytes this process can still allocate on its GPU (free + cached-but-unused); None without CUDA.
+    Its GPU is the current device, which training.load_base sets to the torchrun rank's."""
     import torch
 
     if not torch.cuda.is_available():

@@ -102,6 +102,8 @@ def load_base(base_dir: Path, backend: str, max_seq_length: int):
 
     on_gpu = torch.cuda.is_available()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if on_gpu:  # before anything touches CUDA: else every torchrun rank reads (and holds a context on) GPU 0
+        torch.cuda.set_device(local_rank)
     if backend == "unsloth":
         import unsloth  # noqa: F401  (must come before transformers/peft/trl are used)
         from unsloth import FastLanguageModel
