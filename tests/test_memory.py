@@ -1,4 +1,6 @@
 """train.gradient_checkpointing: auto — the memory plan, its byte bound, and what the plain backend does with it."""
+import sys
+
 import pytest
 
 from jinmei import memory
@@ -71,6 +73,8 @@ def test_without_cuda_auto_recomputes_nothing():
 
 def tiny_lora_model(layers: int, ckpt: memory.Plan | None = None, dropout: float = 0.0, device: str = "cpu"):
     torch = pytest.importorskip("torch")
+    if "unsloth" in sys.modules:  # it patched transformers' Llama for the whole process (tests/test_training.py)
+        pytest.skip("unsloth is imported in this process: run tests/test_memory.py in a pytest of its own")
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from jinmei.training import LoraSpec, add_lora

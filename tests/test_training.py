@@ -58,7 +58,7 @@ def test_fresh_adapter_loss_matches_plain_model(unsloth_model, tiny_base, params
     assert unsloth_loss == pytest.approx(plain_loss, rel=0.02)
 
 
-def test_trained_adapter_merges_to_the_same_model(unsloth_model, tiny_base, tmp_path, monkeypatch):
+def test_trained_adapter_merges_to_the_same_model(unsloth_model, tiny_base, tmp_path):
     """Our merge stage on an Unsloth adapter == the Unsloth PEFT model's forward (bf16 tolerance)."""
     from transformers import AutoModelForCausalLM
 
@@ -72,11 +72,7 @@ def test_trained_adapter_merges_to_the_same_model(unsloth_model, tiny_base, tmp_
                 p.copy_((torch.randn(p.shape, generator=gen) * 0.02).to(p.dtype))
     adapter = tmp_path / "adapter"
     model.save_pretrained(str(adapter))
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(json.dumps({"merge": {"dtype": "bfloat16"}}))
-    monkeypatch.setenv("JINMEI_PARAMS", str(params_file))
-    monkeypatch.setenv("JINMEI_PARAMS", str(params_file))
-    merge.main(["--base", str(tiny_base), "--adapter", str(adapter), "--out", str(tmp_path / "merged")])
+    merge.merge(tiny_base, adapter, tmp_path / "merged", "bfloat16")
     ids = tok("東京都新宿区の会社員、山田太郎容疑者が逮捕された。", return_tensors="pt")["input_ids"].cuda()
     with torch.no_grad():
         model.eval()
