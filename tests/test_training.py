@@ -1,6 +1,7 @@
 """The Unsloth backend does what the plain backend does (runs where CUDA and unsloth exist).
 
-On the GPU machine: JINMEI_TEST_BASE=models/base python -m pytest tests/test_unsloth.py tests/test_masking.py
+On the GPU machine: JINMEI_TEST_BASE=<a base model folder> python -m pytest tests/test_training.py
+(benchmarks/gpu_pipeline.sh; tests/test_memory.py in a pytest of its own, since unsloth patches Llama).
 """
 import importlib.util
 import json
