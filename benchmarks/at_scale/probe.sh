@@ -2,8 +2,8 @@
 # Device call 1 of the at-scale run (benchmarks/at_scale/README.md): the training tokens/s of the bundled model's
 # shape (random weights: throughput does not depend on them) on the stages' own load_model + sft_config, at the
 # at-scale rows' lengths, for both backends, gradient checkpointing off; the run is sized from it.
-# Also leaves the wheelhouse unpacked and the GGUF's first piece in /tmp for the next, back-to-back call.
-#   device run, carry [".gpuwheels", ".gpucarry/probe-params.yaml", ".gpucarry/gguf-a"]:  bash benchmarks/at_scale/probe.sh
+# Also leaves the wheelhouse unpacked (and the GGUF's first piece, if carried) in /tmp for the next call.
+#   device run, carry [".gpuwheels", ".gpucarry/probe-params.yaml"]:  bash benchmarks/at_scale/probe.sh
 set -uo pipefail
 W=/tmp/jinmei-as; mkdir -p "$W" /tmp/site; out=${OUT:-/tmp/out}; mkdir -p "$out"
 cp .gpucarry/gguf-a/* "$W/" 2>/dev/null
