@@ -3,7 +3,7 @@
     python benchmarks/eval_throughput.py metrics/eval_throughput.json [--n 40] [--max-new-tokens 32]
 
 Rows: naive = one `create_chat_completion` per article from a fresh state; library cache = the same calls
-without the reset (llama-cpp-python's own longest-prefix reuse); engine = jinmei.engine as eval runs it
+without the reset (llama-cpp-python's own longest-prefix reuse); engine = jinmei.infer.engine as eval runs it
 (params `eval`), plus variants (workers, batched decode). Every row reports how many answers are identical
 to the naive ones (docs/metrics.md "Throughput"). With the untrained bundled model the answers run to the
 token limit, so keep --max-new-tokens near what a trained model writes (a one-person answer is ~70 tokens,
@@ -23,12 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from jinmei import engine as llm  # noqa: E402
-from jinmei.basemodel import bundled_gguf_path  # noqa: E402
-from jinmei import chat  # noqa: E402
+from jinmei.infer import engine as llm  # noqa: E402
+from jinmei.model.basemodel import bundled_gguf_path  # noqa: E402
+from jinmei.template import chat  # noqa: E402
 from jinmei.errors import JinmeiError, run_main  # noqa: E402
 from jinmei.files import read_jsonl, write_json  # noqa: E402
-from jinmei.params import load_all  # noqa: E402
+from jinmei.config.params import load_all  # noqa: E402
 
 
 def row(name: str, answers: list[llm.Completion], seconds: float, reference, max_new: int, **extra):

@@ -11,7 +11,7 @@ out=${OUT:-/tmp/out}; mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 python3 benchmarks/gpu_pipeline.py --backend auto --tokenizer .gpucarry/tokenizer --out "$out/pipeline" "$@" \
   2>&1 | tee "$out/pipeline.log" | grep -E "^(demo|split|sanity|stage1|stage2|merge):|Error|error" 
-JINMEI_TEST_BASE=models/base python3 -m pytest -q -p no:cacheprovider tests/test_training.py \
+JINMEI_TEST_BASE=models/base python3 -m pytest -q -p no:cacheprovider tests/train/test_trainer.py \
   2>&1 | tee "$out/tests.log" | tail -n 15
-python3 -m pytest -q -p no:cacheprovider tests/test_memory.py 2>&1 | tee -a "$out/tests.log" | tail -n 5
+python3 -m pytest -q -p no:cacheprovider tests/train/test_memory.py 2>&1 | tee -a "$out/tests.log" | tail -n 5
 grep -h "backend=" "$out"/pipeline/*.log

@@ -32,10 +32,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from jinmei.errors import JinmeiError, run_main  # noqa: E402
 from jinmei.files import write_json  # noqa: E402
-from jinmei.params import as_dict, load_all  # noqa: E402
+from jinmei.config.params import as_dict, load_all  # noqa: E402
 from jinmei.runtime import set_offline_env  # noqa: E402
-from jinmei import memory  # noqa: E402
-from jinmei.training import LoraSpec, add_lora, checkpoint_plan, load_base, sft_config  # noqa: E402
+from jinmei.train import memory  # noqa: E402
+from jinmei.train.trainer import LoraSpec, add_lora, checkpoint_plan, load_base, sft_config  # noqa: E402
 
 # Real architectures' shapes (Qwen2.5 config.json values); "tiny" is for CPU smoke tests only.
 SHAPES = {
@@ -169,7 +169,7 @@ def write_tokenizer(folder: Path, vocab: int) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from jinmei.basemodel import SMOLLM2_CHAT_TEMPLATE, SMOLLM2_SPECIAL  # the bundled model's ChatML
+    from jinmei.model.basemodel import SMOLLM2_CHAT_TEMPLATE, SMOLLM2_SPECIAL  # the bundled model's ChatML
 
     specials = [SMOLLM2_SPECIAL["pad_token"], SMOLLM2_SPECIAL["bos_token"], SMOLLM2_SPECIAL["eos_token"]]
     base = special_base(vocab)
@@ -217,7 +217,7 @@ def checkpointing_setting(choice: str, params):
 
 def load_backend(backend: str, folder: str, params, max_len: int, seed: int, setting, batches: list[int],
                  longest: int):
-    """The stages' load_base -> checkpoint_plan -> add_lora (jinmei.training), for the sweep's longest batch.
+    """The stages' load_base -> checkpoint_plan -> add_lora (jinmei.train.trainer), for the sweep's longest batch.
 
     One process holds one plan: batch sizes whose plans differ (auto) must run in separate processes."""
     lora = params.lora

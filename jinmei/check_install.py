@@ -16,8 +16,8 @@ def decode_probe(gguf: str) -> dict:
     build can), a prompt of a few hundred tokens, llama.cpp's log kept to see where the layers went."""
     import llama_cpp
 
-    from jinmei.engine import Engine
-    from jinmei.export import llama_log
+    from jinmei.infer.engine import Engine
+    from jinmei.export.gguf import llama_log
 
     with llama_log() as lines:
         engine = Engine(gguf, n_ctx=1024, n_threads=2, max_new_tokens=2, batch_size=1)
@@ -31,8 +31,8 @@ def decode_probe(gguf: str) -> dict:
 def decode_check(gguf_file, gpu: bool = False) -> list[str]:
     """The bundled GGUF read and decoded in a llama worker, eval's own path: the batched matmul kernels are where a
     build for the wrong CPU dies (SIGILL), and a CUDA build that dies beside torch would die there too (it never
-    meets torch: jinmei.llama_worker). gpu: every layer must be offloaded."""
-    from jinmei.engine import in_worker
+    meets torch: jinmei.infer.llama_worker). gpu: every layer must be offloaded."""
+    from jinmei.infer.engine import in_worker
     from jinmei.errors import JinmeiError
 
     try:
@@ -54,7 +54,7 @@ def decode_check(gguf_file, gpu: bool = False) -> list[str]:
 
 
 def main() -> None:
-    from jinmei.basemodel import bundled_gguf_path
+    from jinmei.model.basemodel import bundled_gguf_path
 
     gpu = "--gpu" in sys.argv[1:]
     problems = []
@@ -72,7 +72,7 @@ def main() -> None:
     except Exception as e:  # noqa: BLE001
         problems.append(f"transformers GGUF loading: {e}")
     try:
-        from jinmei.export import converter_dir
+        from jinmei.export.gguf import converter_dir
 
         run = subprocess.run([sys.executable, "-m", "convert_hf_to_gguf", "--help"], capture_output=True, text=True,
                              cwd=converter_dir(), env={**os.environ, "PYTHONPATH": str(converter_dir())})

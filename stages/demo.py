@@ -1,8 +1,9 @@
-"""`demo`: write the embedded demo corpus (a seeded generator of Japanese news-style articles; jinmei.demo)."""
+"""`demo`: write the embedded demo corpus (a seeded generator of Japanese news-style articles; jinmei.data.demo)."""
 import argparse
 from pathlib import Path
 
-from jinmei import demo, params, preflight
+from jinmei.data import demo
+from jinmei.config import params, preflight
 from jinmei.errors import run_main
 
 

@@ -1,9 +1,11 @@
 """`eval`: the quantized GGUF on Dev-All and Dev-Positive, with stage1 and the unquantized merge compared on a
-subset, then the recipe's advice (jinmei.evaluation; docs/metrics.md defines every number)."""
+subset, then the recipe's advice (jinmei.eval.evaluation; docs/metrics.md defines every number)."""
 import argparse
 from pathlib import Path
 
-from jinmei import engine, evaluation, params, preflight
+from jinmei.infer import engine
+from jinmei.eval import evaluation
+from jinmei.config import params, preflight
 from jinmei.errors import run_main
 from jinmei.runtime import set_offline_env
 

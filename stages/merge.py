@@ -1,9 +1,10 @@
-"""`merge`: fold stage2's LoRA adapter into the base weights; llama.cpp needs plain weights (jinmei.merge)."""
+"""`merge`: fold stage2's LoRA adapter into the base weights; llama.cpp needs plain weights (jinmei.export.merge)."""
 import argparse
 import time
 from pathlib import Path
 
-from jinmei import merge, params, preflight
+from jinmei.export import merge
+from jinmei.config import params, preflight
 from jinmei.errors import run_main
 from jinmei.runtime import set_offline_env
 

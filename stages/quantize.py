@@ -1,12 +1,13 @@
 """`quantize`: merged HF folder -> f16 GGUF -> Q4_K_M GGUF + Ollama Modelfile, checked against the HF tokenizer.
 
 metrics/quantize.json holds the sizes a user compares; metrics/details/quantize.json the tensor types,
-fallbacks and GGUF metadata (jinmei.export).
+fallbacks and GGUF metadata (jinmei.export.gguf).
 """
 import argparse
 from pathlib import Path
 
-from jinmei import export, params, preflight
+from jinmei.export import gguf
+from jinmei.config import params, preflight
 from jinmei.errors import run_main
 from jinmei.files import write_json
 from jinmei.runtime import set_offline_env
@@ -22,11 +23,11 @@ def main(argv=None):
     set_offline_env()
     p = params.load("quantize")
     preflight.check("quantize")
-    report = export.export(args.merged, args.out_dir, p.quantize.type, p.quantize.name, p.prompt.system,
+    report = gguf.export(args.merged, args.out_dir, p.quantize.type, p.quantize.name, p.prompt.system,
                            keep_f16=p.quantize.keep_f16)
     write_json(args.details, report)
-    write_json(args.report, export.headline(report))
-    print(export.summary_line(report))
+    write_json(args.report, gguf.headline(report))
+    print(gguf.summary_line(report))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""`sanity`: overfit a fresh LoRA on a few positives; stop the pipeline if it cannot (jinmei.sanity)."""
+"""`sanity`: overfit a fresh LoRA on a few positives; stop the pipeline if it cannot (jinmei.train.sanity)."""
 import argparse
 from pathlib import Path
 
-from jinmei import params, preflight, sanity
+from jinmei.config import params, preflight
+from jinmei.train import sanity
 from jinmei.errors import run_main
 from jinmei.files import read_jsonl
 from jinmei.runtime import seed_everything, set_offline_env

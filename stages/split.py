@@ -1,11 +1,13 @@
 """`split`: check the corpus line by line, drop duplicates, write the fixed dev sets and the training pools
-(jinmei.splitting; docs/corpus.md has the contract)."""
+(jinmei.data.splitting; docs/corpus.md has the contract)."""
 import argparse
 from pathlib import Path
 
-from jinmei import basemodel, params, preflight, splitting
+from jinmei.model import basemodel
+from jinmei.config import params, preflight
+from jinmei.data import splitting
 from jinmei.errors import run_main
-from jinmei.hfmodel import special_tokens
+from jinmei.model.hfmodel import special_tokens
 from jinmei.runtime import set_offline_env
 
 

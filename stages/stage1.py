@@ -3,10 +3,10 @@ import argparse
 import json
 from pathlib import Path
 
-from jinmei import params, preflight
+from jinmei.config import params, preflight
 from jinmei.errors import JinmeiError, run_main
 from jinmei.runtime import seed_everything, set_offline_env
-from jinmei.training import maybe_launch_distributed, run_mixture
+from jinmei.train.trainer import maybe_launch_distributed, run_mixture
 
 
 def main(argv=None):

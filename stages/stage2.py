@@ -5,10 +5,10 @@ Short on purpose (0.25-0.5 epoch, lr 1e-4): a long stage2 drifts to answering "e
 import argparse
 from pathlib import Path
 
-from jinmei import params, preflight
+from jinmei.config import params, preflight
 from jinmei.errors import run_main
 from jinmei.runtime import seed_everything, set_offline_env
-from jinmei.training import maybe_launch_distributed, run_mixture
+from jinmei.train.trainer import maybe_launch_distributed, run_mixture
 
 
 def main(argv=None):

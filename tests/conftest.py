@@ -13,7 +13,7 @@ def tiny_base(tmp_path_factory) -> Path:
     """A tiny random llama with the real SmolLM2 tokenizer and chat template (seconds to build)."""
     if os.environ.get("JINMEI_TEST_BASE"):  # e.g. on a GPU machine without the bundled GGUF
         return Path(os.environ["JINMEI_TEST_BASE"])
-    from jinmei.basemodel import make_tiny_base
+    from jinmei.model.basemodel import make_tiny_base
 
     out = tmp_path_factory.mktemp("tiny") / "base"
     make_tiny_base(out, seed=0)
@@ -22,7 +22,7 @@ def tiny_base(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def params() -> dict:
-    """params.yaml as a plain dict (tests change copies of it; jinmei.params.parse types it)."""
-    from jinmei.params import read_yaml
+    """params.yaml as a plain dict (tests change copies of it; jinmei.config.params.parse types it)."""
+    from jinmei.config.params import read_yaml
 
     return read_yaml(ROOT / "params.yaml")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from jinmei.files import write_jsonl
-from jinmei.prompt import answer_text
+from jinmei.template.prompt import answer_text
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = tuple(yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"])
 # Modules that can only refuse a run (or print its error): editing them never changes an output, so no stage
-# depends on them. jinmei.params passes params.yaml's values through unchanged (every key must be present).
-REFUSE_ONLY = {"jinmei.params", "jinmei.preflight", "jinmei.errors"}
+# depends on them. jinmei.config.params passes params.yaml's values through unchanged (every key must be present).
+REFUSE_ONLY = {"jinmei.config.params", "jinmei.config.preflight", "jinmei.errors"}
 
 
 def module_file(name: str) -> Path:
@@ -59,13 +59,13 @@ def test_stages_folder_holds_only_entry_points():
 
 
 def test_params_knows_the_stages_in_dvc_yaml_order():
-    from jinmei.params import STAGES as ordered
+    from jinmei.config.params import STAGES as ordered
 
     assert ordered == STAGES
 
 
 def test_package_files_hold_no_code():
-    for init in (ROOT / "jinmei" / "__init__.py", ROOT / "stages" / "__init__.py"):
+    for init in (*(ROOT / "jinmei").rglob("__init__.py"), ROOT / "stages" / "__init__.py"):
         body = ast.parse(init.read_text(encoding="utf-8")).body
         assert all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in body), init
 
@@ -78,7 +78,8 @@ def test_dvc_deps_are_the_import_closure(stage):
 
 
 def test_no_import_circle():
-    modules = [f"jinmei.{p.stem}" for p in (ROOT / "jinmei").glob("*.py") if p.stem != "__init__"]
+    modules = [".".join(p.relative_to(ROOT).with_suffix("").parts) for p in (ROOT / "jinmei").rglob("*.py")
+               if p.stem != "__init__"]
     graph = {m: imports_of(m) for m in modules}
     state: dict[str, int] = {}
 
@@ -97,7 +98,7 @@ def test_no_import_circle():
 
 
 def test_every_default_equals_params_yaml():
-    from jinmei.params import defaults, read_yaml
+    from jinmei.config.params import defaults, read_yaml
 
     committed = read_yaml(ROOT / "params.yaml")
     d = defaults()
@@ -105,11 +106,11 @@ def test_every_default_equals_params_yaml():
     for f in dataclasses.fields(d):
         if f.name == "seed":
             continue
-        assert dataclasses.asdict(getattr(d, f.name)) == committed[f.name], f"jinmei/params.py {f.name} defaults"
+        assert dataclasses.asdict(getattr(d, f.name)) == committed[f.name], f"jinmei/config/params.py {f.name} defaults"
 
 
 def test_every_declared_param_exists():
-    from jinmei.params import defaults
+    from jinmei.config.params import defaults
 
     d = defaults()
     for stage, spec in dvc_stages().items():

@@ -154,7 +154,7 @@ def test_two_processes_keep_the_step_count_and_the_global_batch(tmp_path_factory
     import subprocess
     import sys
 
-    from jinmei.params import read_yaml
+    from jinmei.config.params import read_yaml
 
     repo = tiny_repo.session_repo(tmp_path_factory).repo
     params = read_yaml(repo / "params.yaml")
@@ -185,10 +185,10 @@ def changed_stages(status: str) -> list[str]:
 
 
 @pytest.mark.parametrize("module,expected", [
-    ("jinmei/evaluation.py", ["eval"]),
-    ("jinmei/training.py", ["sanity", "stage1", "stage2"]),
-    ("jinmei/params.py", []),          # refuse-only: a range or a docstring there never makes a model stale
-    ("jinmei/preflight.py", []),
+    ("jinmei/eval/evaluation.py", ["eval"]),
+    ("jinmei/train/trainer.py", ["sanity", "stage1", "stage2"]),
+    ("jinmei/config/params.py", []),          # refuse-only: a range or a docstring there never makes a model stale
+    ("jinmei/config/preflight.py", []),
 ])
 def test_a_code_edit_makes_exactly_its_stages_stale(tmp_path_factory, module, expected):
     built = tiny_repo.session_repo(tmp_path_factory)

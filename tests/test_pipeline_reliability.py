@@ -1,4 +1,4 @@
-"""Reliability of the real pipeline (params checks: tests/test_params.py): outputs that survive SIGKILL, resumable training,
+"""Reliability of the real pipeline (params checks: tests/config/test_params.py): outputs that survive SIGKILL, resumable training,
 deterministic reruns, no network, safe weight loading, disk checks. RELIABILITY.md summarises the outcomes.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import tiny_repo
 from tiny_repo import ROOT, STAGES, Run, dvc, ran, read_json, without_timing
 
 from jinmei.errors import JinmeiError
-from jinmei.params import load_all
+from jinmei.config.params import load_all
 
 
 # ================================================================ shared checks for the end-to-end runs
@@ -376,7 +376,7 @@ def test_set_offline_env_sets_the_hub_switches():
 
 def stage_sources() -> dict[str, str]:
     return {str(p.relative_to(ROOT)): p.read_text(encoding="utf-8")
-            for folder in ("stages", "jinmei") for p in sorted((ROOT / folder).glob("*.py"))}
+            for folder in ("stages", "jinmei") for p in sorted((ROOT / folder).rglob("*.py"))}
 
 
 def test_no_pickle_loading_in_stages():
@@ -407,7 +407,7 @@ def test_base_refuses_a_pickled_model_folder(tiny_base, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from jinmei.basemodel import _from_pretrained
+    from jinmei.model.basemodel import _from_pretrained
 
     folder = tmp_path / "pickled"
     shutil.copytree(tiny_base, folder)
@@ -429,8 +429,7 @@ def fake_disk(free_bytes: int):
 
 
 def test_quantize_refuses_before_writing_when_the_disk_is_full(tiny_base, tmp_path, monkeypatch, params):
-    from jinmei import export
-
+    from jinmei.export import gguf as export
     monkeypatch.setattr(export.shutil, "disk_usage", fake_disk(1_000_000))
     out = tmp_path / "gguf"
     with pytest.raises(JinmeiError, match=r" free, the export needs up to .*; free some disk space"):
@@ -450,7 +449,7 @@ def tiny_adapter(tiny_base, tmp_path):
 
 
 def test_merge_refuses_before_writing_when_the_disk_is_full(tiny_base, tiny_adapter, tmp_path, monkeypatch):
-    import jinmei.merge as merge_mod
+    import jinmei.export.merge as merge_mod
 
     monkeypatch.setattr(shutil, "disk_usage", fake_disk(1_000))
     out = tmp_path / "merged"

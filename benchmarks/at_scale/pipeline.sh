@@ -115,7 +115,7 @@ PY
   fi
 fi
 
-# quantize and eval on the CUDA build: every GGUF load happens in a jinmei.llama_worker process (llama_cpp first,
+# quantize and eval on the CUDA build: every GGUF load happens in a jinmei.infer.llama_worker process (llama_cpp first,
 # never torch), the arrangement the 2026-12-02 bisect found safe (cuda_crash.sh)
 cuda_build() {  # waits for the CUDA build, then puts it first on PYTHONPATH
   while [ ! -f "$W/build.done" ] && [ ! -f "$W/build.failed" ]; do sleep 5; done

@@ -8,8 +8,8 @@ set -euo pipefail
 dest=${1:-.gpucarry/at-scale}
 rm -rf "$dest/work" "$dest/splits.tar.xz"; mkdir -p "$dest/work"   # keeps prepare_gpu.sh's llcpu.tgz
 cp params.yaml "$dest/params.yaml"
-python -m jinmei.profile profiles/at-scale.yaml --params "$dest/params.yaml"
-[ -n "${AT_SCALE_DELTA:-}" ] && python -m jinmei.profile "$AT_SCALE_DELTA" --params "$dest/params.yaml"
+python -m jinmei.config.profile profiles/at-scale.yaml --params "$dest/params.yaml"
+[ -n "${AT_SCALE_DELTA:-}" ] && python -m jinmei.config.profile "$AT_SCALE_DELTA" --params "$dest/params.yaml"
 export JINMEI_PARAMS=$PWD/$dest/params.yaml
 w=$dest/work
 /usr/bin/time -f "demo: %e s, %M KB" python -m stages.demo --out "$w/corpus.jsonl"

@@ -12,7 +12,7 @@ site=$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 prefix=$(python -c 'import sys; print(sys.prefix)')
 sdist=${SDIST:-build/sdist/llama_cpp_python-0.3.36.tar.gz}
 [ -d .gpuwheels ] || bash ../shared/gpu/make-wheelhouse.sh .gpuwheels
-gguf=$(python -c 'from jinmei.basemodel import bundled_gguf_path; print(bundled_gguf_path())')
+gguf=$(python -c 'from jinmei.model.basemodel import bundled_gguf_path; print(bundled_gguf_path())')
 mkdir -p .gpucarry/gguf-a .gpucarry/gguf-b .gpucarry/at-scale
 cp params.yaml .gpucarry/probe-params.yaml   # probe.sh: the demo params (lora, train sections as committed)
 head -c $((40 * 1024 * 1024)) "$gguf" > .gpucarry/gguf-a/smol-piece-aa

@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 from jinmei.files import read_jsonl
-from jinmei.params import parse, read_yaml
-from jinmei.scoring import score
+from jinmei.config.params import parse, read_yaml
+from jinmei.eval.scoring import score
 
 
 def read_predictions(folder: Path, split: str) -> list[dict]:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU job of the checkpointing sweep (README.md here): train.gradient_checkpointing true (every layer
-# recomputed, the old setting) vs auto (jinmei.memory's plan), Unsloth backend, the stages' own load_base ->
+# recomputed, the old setting) vs auto (jinmei.train.memory's plan), Unsloth backend, the stages' own load_base ->
 # checkpoint_plan -> add_lora + sft_config, 7B shape first (the goal), then 1.5B. One process per plan: auto plans
 # each per-device batch on its own. Started once by run.sh; writes $W/results/*.json and $W/sweep.log.
 set -uo pipefail

@@ -1,9 +1,9 @@
-"""Eval throughput of a GGUF under llama.cpp with the project's own engine (jinmei/engine.py), fixed answer lengths.
+"""Eval throughput of a GGUF under llama.cpp with the project's own engine (jinmei/infer/engine.py), fixed answer lengths.
 
     python3 bench.py --gguf G --articles A.jsonl --out OUT.json [--batches 1,8,16,32] [--gens 1,7,71] ...
 
 A random-weight model never writes the end-of-turn token where a trained one would, so each run forces the
-answer length: a subclass of jinmei.engine.Engine whose is_end() is always False, with max_new_tokens = the
+answer length: a subclass of jinmei.infer.engine.Engine whose is_end() is always False, with max_new_tokens = the
 length wanted; everything else (tokenisation, shared system-prompt KV, Llama.generate for batch 1,
 multi-sequence llama_batch decode for batch > 1, greedy argmax on every step) is the project's code.
 Lengths are sampled tokens per article, the end-of-turn token included: 7 for an empty answer
@@ -32,11 +32,11 @@ import llama_cpp  # noqa: E402,F401  isort: skip
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from jinmei import engine as llm  # noqa: E402
+from jinmei.infer import engine as llm  # noqa: E402
 
 
 class FixedLengthEngine(llm.Engine):
-    """jinmei.engine.Engine that never sees an end-of-turn token: every answer is exactly max_new_tokens long."""
+    """jinmei.infer.engine.Engine that never sees an end-of-turn token: every answer is exactly max_new_tokens long."""
 
     def is_end(self, token: int) -> bool:
         return False

@@ -21,8 +21,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from jinmei import chat  # noqa: E402
-from jinmei.examples import chat_format_of  # noqa: E402
+from jinmei.template import chat  # noqa: E402
+from jinmei.train.examples import chat_format_of  # noqa: E402
 
 SOURCES = ["data/splits/dev_all.jsonl", "data/splits/train_empty.jsonl", "data/splits/train_positive.jsonl",
            "data/splits/dev_positive.jsonl"]

@@ -1,14 +1,14 @@
-"""HF folder -> f16 GGUF -> Q4_K_M GGUF with the project's own functions (jinmei/export.py).
+"""HF folder -> f16 GGUF -> Q4_K_M GGUF with the project's own functions (jinmei/export/gguf.py).
 
     JINMEI_CONVERTER_DIR=DIR python3 quantize.py HF_DIR OUT_DIR [--type Q4_K_M] [--step convert|quantize|all]
 
-convert: llama.cpp's converter in a subprocess, lazy mode, the same command as jinmei.export.convert_to_f16,
+convert: llama.cpp's converter in a subprocess, lazy mode, the same command as jinmei.export.gguf.convert_to_f16,
 with one patch: transformers 5 loads a folder whose config says model_type qwen2 with its own Qwen2Tokenizer
 (Qwen's pre-tokenizer), whatever tokenizer_config.json says, so the converter would not recognise the
 SmolLM2 tokenizer this benchmark embeds. The patch drops qwen2 from transformers'
 MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS in the converter's process only, so it reads tokenizer.json as is
 (TokenizersBackend), as it does for the project's own SmolLM2 models. quantize: llama_model_quantize through llama-cpp-python
-(jinmei.export.quantize_gguf). Prints the tensor types of the result and the fallbacks llama.cpp logged.
+(jinmei.export.gguf.quantize_gguf). Prints the tensor types of the result and the fallbacks llama.cpp logged.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from jinmei import export as q  # noqa: E402
+from jinmei.export import gguf as q  # noqa: E402
 
 CONVERT = ("import runpy, sys, transformers.models.auto.tokenization_auto as ta; "
            "ta.MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS.discard('qwen2'); "
@@ -32,7 +32,7 @@ CONVERT = ("import runpy, sys, transformers.models.auto.tokenization_auto as ta;
 
 
 def convert_to_f16(hf: Path, f16: Path, name: str) -> None:
-    """jinmei.export.convert_to_f16's command, through the patch above."""
+    """jinmei.export.gguf.convert_to_f16's command, through the patch above."""
     conv = q.converter_dir()
     command = [sys.executable, "-c", CONVERT, str(hf.resolve()), "--outtype", "f16", "--outfile", str(f16.resolve()),
                "--model-name", name]

@@ -1,0 +1,1 @@
+"""Params.yaml typed and checked once; refusals before any stage runs; profiles."""

@@ -1,0 +1,1 @@
+"""Scores with intervals, the eval stage, the recipe's advice."""

@@ -1,0 +1,235 @@
+"""Greedy answers of the quantized GGUF on dev_all and dev_positive, scored.
+
+What the user ships is the GGUF, so that is what is measured. A small dev_positive subset is also
+answered by the stage1 adapter and the merged (unquantized) model with transformers, so a recall loss
+can be pinned on stage2 or on quantization. docs/metrics.md defines every number written here.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from jinmei.eval import advice as advice_mod
+from jinmei.infer import engine as llm
+from jinmei.errors import JinmeiError
+from jinmei.files import atomic_path, write_json
+from jinmei.infer.generate import greedy_answers
+from jinmei.eval.scoring import confusion_rows, score
+
+SPLITS = ("dev_all", "dev_positive")
+COMPARE_KEYS = ("recall", "person_f1", "schema_valid_rate", "truncated")
+console = Console()
+
+
+def read_split(path: Path) -> list[dict[str, Any]]:
+    """Split rows {id, text, output.persons}; a malformed row is named by file and line."""
+    if not path.exists():
+        raise JinmeiError(f"{path}: not found; run `dvc repro split`")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise JinmeiError(f"{path}:{lineno}: not JSON ({e.msg}); rerun `dvc repro split`") from None
+            if not (isinstance(row, dict) and isinstance(row.get("text"), str) and "id" in row
+                    and isinstance(row.get("output"), dict) and isinstance(row["output"].get("persons"), list)):
+                raise JinmeiError(f'{path}:{lineno}: a row needs "id", "text" and "output": {{"persons": [...]}}')
+            rows.append(row)
+    return rows
+
+
+def decode_gguf(gguf: Path, system: str, texts: list[str], ev, fields: list[str]):
+    """Answers of the GGUF for each distinct text (an article in both splits is decoded once)."""
+    unique = list(dict.fromkeys(texts))
+    with Progress(TextColumn("[bold]eval[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task(gguf.name, total=len(unique))
+        start = time.perf_counter()
+        completions = llm.complete_all(
+            gguf, system, unique, n_ctx=ev.n_ctx, n_threads=ev.n_threads, workers=ev.workers,
+            max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size,
+            n_batch=ev.n_batch, grammar_fields=fields if ev.grammar else None,
+            progress=lambda n: bar.advance(task, n))
+        seconds = time.perf_counter() - start
+    prompt_tokens = sum(c.prompt_tokens for c in completions)
+    generated = sum(c.generated_tokens for c in completions)
+    throughput = {
+        "articles": len(unique),
+        "seconds": round(seconds, 2),
+        "articles_per_s": round(len(unique) / seconds, 3),
+        "prompt_tokens_per_s": round(prompt_tokens / seconds, 1),
+        "generated_tokens_per_s": round(generated / seconds, 1),
+        "prompt_tokens": prompt_tokens,
+        "generated_tokens": generated,
+    }
+    return dict(zip(unique, completions)), throughput
+
+
+def compare_models(base: Path, stage1: Path, merged: Path, system: str, rows: list[dict[str, Any]],
+                   gguf_rows: list[dict[str, Any]], fields: list[str], max_new_tokens: int,
+                   batch: int) -> dict[str, Any]:
+    """Recall and F1 of stage1 (base + adapter), merged stage2 and the GGUF on the same articles."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    for path in (base, stage1, merged):
+        if not path.exists():
+            raise JinmeiError(f"{path}: not found; run the stages before eval (or set eval.compare_subset: 0)")
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    texts = [r["text"] for r in rows]
+    out: dict[str, Any] = {"n": len(rows)}
+
+    def scored(answers):
+        records = [{"gold": r["output"], "text": text, "truncated": hit} for r, (text, hit) in zip(rows, answers)]
+        _, m = score(records, fields)
+        return {**{k: m[k] for k in COMPARE_KEYS}, "recall_ci95": m["ci95"]["recall"],
+                "answered_empty_rate": m["answered_empty_rate"]}
+
+    for name, load in (
+        ("stage1", lambda: PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(base, dtype=dtype, local_files_only=True), stage1)),
+        ("merged", lambda: AutoModelForCausalLM.from_pretrained(merged, dtype=dtype, local_files_only=True)),
+    ):
+        console.print(f"[bold]eval[/] compare: {name} on {len(rows)} dev_positive articles (transformers, greedy)")
+        tokenizer = AutoTokenizer.from_pretrained(merged if name == "merged" else base, local_files_only=True)
+        model = load()
+        if torch.cuda.is_available():
+            model = model.to("cuda")
+        out[name] = scored(greedy_answers(model, tokenizer, system, texts, max_new_tokens, batch))
+        del model
+    _, m = score([{"gold": r["gold"], "text": r["raw"], "truncated": r["truncated"]} for r in gguf_rows], fields)
+    out["gguf"] = {**{k: m[k] for k in COMPARE_KEYS}, "recall_ci95": m["ci95"]["recall"],
+                   "answered_empty_rate": m["answered_empty_rate"]}
+    return out
+
+
+def prediction_row(row: dict[str, Any], scored: dict[str, Any], completion: llm.Completion) -> dict[str, Any]:
+    return {"id": row["id"], "verdict": scored["verdict"], "exact": scored["exact"], "raw": completion.text,
+            "parsed": scored["value"], "gold": row["output"], "truncated": completion.truncated,
+            "prompt_tokens": completion.prompt_tokens, "generated_tokens": completion.generated_tokens}
+
+
+def rounded(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return round(obj, 4)
+    if isinstance(obj, dict):
+        return {k: rounded(v) for k, v in obj.items()}
+    return obj
+
+
+def summary_table(metrics: dict[str, Any], warnings: list[str] | None = None) -> Table:
+    """The eval table: each rate with its 95% interval; a level the advice flags is marked."""
+    def fmt(v, ci=None):
+        text = "—" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+        return text + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")  # digits as the rate
+
+    t = Table(title="eval (GGUF, greedy)" + (" — JSON grammar ON" if metrics["engine"]["grammar"] else ""))
+    t.add_column("metric")
+    t.add_column("dev_all", justify="right")
+    t.add_column("dev_positive", justify="right")
+    a, p = metrics["dev_all"], metrics["dev_positive"]
+    flagged = set(warnings or ())
+    for key in ("n", "false_positive_rate", "recall", "person_precision", "person_recall", "person_f1",
+                "exact_match", "json_parse_rate", "schema_valid_rate", "answered_empty_rate", "truncated"):
+        mark = " [bold red](!)[/]" if key in flagged else ""
+        t.add_row(key + mark, fmt(a.get(key), a.get("ci95", {}).get(key)), fmt(p.get(key), p.get("ci95", {}).get(key)))
+    for f, v in p["field_recall"].items():
+        t.add_row(f"field_recall.{f}", "", fmt(v))
+    for f, v in p["field_missing"].items():
+        t.add_row(f"field_missing.{f}", fmt(a["field_missing"].get(f)), fmt(v))
+    th = metrics["throughput"]
+    t.add_row("articles/s", fmt(th["articles_per_s"]), "")
+    t.add_row("prompt / generated tokens/s", f"{th['prompt_tokens_per_s']:.0f} / {th['generated_tokens_per_s']:.0f}", "")
+    cmp_ = metrics.get("compare")
+    if cmp_:
+        for name in ("stage1", "merged", "gguf"):
+            t.add_row(f"compare[{cmp_['n']}] {name} recall / F1", "",
+                      f"{fmt(cmp_[name]['recall'], cmp_[name].get('recall_ci95'))} / {fmt(cmp_[name]['person_f1'])}")
+    return t
+
+
+HEADLINE = {
+    "dev_all": ("n", "false_positive_rate", "json_parse_rate", "schema_valid_rate", "recall", "exact_match",
+                "truncated_rate", "answered_empty_rate"),
+    "dev_positive": ("n", "recall", "person_precision", "person_recall", "person_f1", "field_recall", "field_missing",
+                     "exact_match", "truncated_rate", "answered_empty_rate"),
+    "throughput": ("articles_per_s", "prompt_tokens_per_s", "generated_tokens_per_s"),
+}
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What `dvc metrics show/diff` compares across experiments, each rate with its 95% Wilson interval beside it
+    (`<rate>_ci95`: [low, high]); the full set goes to the details file."""
+    out: dict[str, Any] = {}
+    for part, keys in HEADLINE.items():
+        out[part] = {}
+        for k in keys:
+            if k in metrics[part]:
+                out[part][k] = metrics[part][k]
+                if metrics[part].get("ci95", {}).get(k) is not None:
+                    out[part][f"{k}_ci95"] = metrics[part]["ci95"][k]
+    if "compare" in metrics:
+        out["compare"] = {"n": metrics["compare"]["n"],
+                          **{name: {k: metrics["compare"][name][k] for k in ("recall", "recall_ci95", "person_f1")}
+                             for name in ("stage1", "merged", "gguf")}}
+    return out
+
+
+def run(p, gguf: Path, splits_dir: Path, base: Path, stage1: Path, merged: Path, metrics_file: Path,
+        details_file: Path, predictions_dir: Path, plots_dir: Path, advice_file: Path, stage1_metrics: Path) -> None:
+    """Decode, score, compare, then write every output atomically and print the table and the advice."""
+    ev, fields, system = p.eval, list(p.schema.fields), p.prompt.system
+    if not gguf.exists():
+        raise JinmeiError(f"{gguf}: GGUF file not found")
+    previous = advice_mod.read_optional_json(metrics_file)     # read before it is overwritten
+    splits = {name: read_split(splits_dir / f"{name}.jsonl") for name in SPLITS}
+    answers, throughput = decode_gguf(gguf, system, [r["text"] for rows in splits.values() for r in rows], ev, fields)
+
+    metrics: dict[str, Any] = {"engine": {"grammar": int(bool(ev.grammar)), "max_new_tokens": ev.max_new_tokens,
+                                          "batch_size": ev.batch_size, "n_batch": ev.n_batch,
+                                          "workers": len(llm.worker_devices(ev.workers, llm.visible_gpus())),
+                                          "n_threads": ev.n_threads}}
+    predictions, plots = {}, {}
+    for name, rows in splits.items():
+        records = [{"gold": r["output"], "text": answers[r["text"]].text, "truncated": answers[r["text"]].truncated}
+                   for r in rows]
+        scored_rows, m = score(records, fields)
+        metrics[name] = m
+        predictions[name] = [prediction_row(r, s, answers[r["text"]]) for r, s in zip(rows, scored_rows)]
+        plots[f"confusion_{name}"] = confusion_rows(scored_rows)
+    metrics["throughput"] = throughput
+
+    n_compare = min(ev.compare_subset, len(splits["dev_positive"]))
+    if n_compare > 0:
+        metrics["compare"] = compare_models(base, stage1, merged, system, splits["dev_positive"][:n_compare],
+                                            predictions["dev_positive"][:n_compare], fields, ev.max_new_tokens,
+                                            ev.compare_batch_size)
+    metrics = rounded(metrics)
+    field_recall = [{"field": f, "recall": v} for f, v in metrics["dev_positive"]["field_recall"].items()]
+
+    # everything is computed: now write, each file atomically
+    for name, rows in predictions.items():
+        with atomic_path(predictions_dir / f"{name}.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    with atomic_path(plots_dir) as tmp:
+        tmp.mkdir(parents=True)
+        for name, rows in plots.items():
+            (tmp / f"{name}.json").write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        (tmp / "field_recall.json").write_text(json.dumps(field_recall, indent=1) + "\n", encoding="utf-8")
+    write_json(details_file, metrics)
+    write_json(metrics_file, headline(metrics))
+    text = advice_mod.advise(metrics, p, advice_mod.read_optional_json(stage1_metrics), previous)
+    console.print(summary_table(metrics, advice_mod.low_levels(metrics, p)))
+    advice_mod.write_advice(advice_file, text)
+    console.print(text)

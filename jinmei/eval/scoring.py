@@ -1,0 +1,180 @@
+"""Eval metrics as pure functions of (gold output, model answer); docs/metrics.md says what each means.
+
+An answer is one of four verdicts: ok (valid JSON in the schema), not_json, bad_schema, truncated
+(hit max_new_tokens before end-of-turn). Only `ok` answers count as answers: every other verdict is a
+failure in both directions (a miss on a positive article, a false positive on an empty one).
+"""
+from __future__ import annotations
+
+import math
+import unicodedata
+from collections import Counter, defaultdict
+from typing import Any, Iterable, Sequence
+
+from jinmei.template.prompt import parse_answer
+
+VERDICTS = ("ok", "not_json", "bad_schema", "truncated")
+CLASSES = ("empty", "non_empty", "invalid")
+
+
+def normalize(value: Any) -> str:
+    """NFKC and no whitespace at all: 山田 太郎 == 山田　太郎 == 山田太郎; None == ''."""
+    if value is None:
+        return ""
+    return "".join(unicodedata.normalize("NFKC", str(value)).split())
+
+
+def judge(text: str, truncated: bool, fields: Sequence[str]) -> tuple[Any, str]:
+    """(parsed value, verdict). A truncated answer is a failure even if its prefix happens to parse."""
+    try:
+        value, verdict = parse_answer(text, list(fields))
+    except RecursionError:              # "[[[[..." nested deeper than Python's JSON parser goes
+        value, verdict = None, "not_json"
+    if truncated:
+        return value, "truncated"
+    return value, verdict
+
+
+def answer_class(verdict: str, value: Any) -> str:
+    if verdict != "ok":
+        return "invalid"
+    return "non_empty" if value["persons"] else "empty"
+
+
+def gold_class(gold: dict[str, Any]) -> str:
+    return "non_empty" if gold.get("persons") else "empty"
+
+
+def _ratio(num: float, den: float) -> float | None:
+    """None (not 0) when nothing was there to count: an undefined rate must not look like a result."""
+    return num / den if den else None
+
+
+def wilson(k: int, n: int, z: float = 1.959964) -> list[float] | None:
+    """95% Wilson score interval of k successes in n: honest at 0, 1 and small n (20 articles: 0/20 -> [0, 0.16])."""
+    if not n:
+        return None
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+
+
+def _f1(p: float | None, r: float | None) -> float | None:
+    if p is None or r is None:
+        return None
+    return 2 * p * r / (p + r) if p + r else 0.0
+
+
+def _canonical(persons: Iterable[dict[str, Any]], fields: Sequence[str]) -> Counter:
+    return Counter(tuple(p.get(f) for f in fields) for p in persons)
+
+
+def exact(value: Any, verdict: str, gold: dict[str, Any], fields: Sequence[str]) -> bool:
+    """Same persons with the same field values (order of persons ignored, no normalization)."""
+    return verdict == "ok" and _canonical(value["persons"], fields) == _canonical(gold.get("persons", []), fields)
+
+
+def match_persons(predicted: list[dict[str, Any]], gold: list[dict[str, Any]], key: str
+                  ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Pairs (predicted, gold) with the same normalized key; duplicates pair up in order, once each."""
+    by_key: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for g in gold:
+        by_key[normalize(g.get(key))].append(g)
+    pairs = []
+    for p in predicted:
+        bucket = by_key.get(normalize(p.get(key)))
+        if bucket:
+            pairs.append((p, bucket.pop(0)))
+    return pairs
+
+
+def classification(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Article-level metrics. rows: {"gold": output, "value": parsed, "verdict": str}."""
+    n = len(rows)
+    verdicts = Counter(r["verdict"] for r in rows)
+    gold_empty = [r for r in rows if gold_class(r["gold"]) == "empty"]
+    gold_pos = [r for r in rows if gold_class(r["gold"]) == "non_empty"]
+    false_pos = sum(1 for r in gold_empty if answer_class(r["verdict"], r["value"]) != "empty")
+    found = sum(1 for r in gold_pos if answer_class(r["verdict"], r["value"]) == "non_empty")
+    answered_empty = sum(1 for r in rows if answer_class(r["verdict"], r["value"]) == "empty")
+    return {
+        "n": n,
+        "n_gold_empty": len(gold_empty),
+        "n_gold_positive": len(gold_pos),
+        "false_positive_rate": _ratio(false_pos, len(gold_empty)),
+        "recall": _ratio(found, len(gold_pos)),
+        "json_parse_rate": _ratio(verdicts["ok"] + verdicts["bad_schema"], n),
+        "schema_valid_rate": _ratio(verdicts["ok"], n),
+        "exact_match": _ratio(sum(1 for r in rows if r.get("exact")), n),
+        "truncated": verdicts["truncated"],
+        "truncated_rate": _ratio(verdicts["truncated"], n),
+        "verdicts": {v: verdicts[v] for v in VERDICTS},
+        "answered_empty_rate": _ratio(answered_empty, n),
+        "ci95": {"false_positive_rate": wilson(false_pos, len(gold_empty)), "recall": wilson(found, len(gold_pos)),
+                 "json_parse_rate": wilson(verdicts["ok"] + verdicts["bad_schema"], n),
+                 "schema_valid_rate": wilson(verdicts["ok"], n)},
+    }
+
+
+def persons_of(value: Any) -> list[dict[str, Any]]:
+    """Person objects of any parsed answer (even a bad_schema one), for the missing-field shares."""
+    if isinstance(value, dict) and isinstance(value.get("persons"), list):
+        return [p for p in value["persons"] if isinstance(p, dict)]
+    return []
+
+
+def extraction(rows: list[dict[str, Any]], fields: Sequence[str]) -> dict[str, Any]:
+    """Person-level metrics, matched on the key field (fields[0])."""
+    key, others = fields[0], list(fields[1:])
+    tp = n_pred = n_gold = 0
+    field_hits = Counter()
+    field_gold = Counter()
+    missing = Counter()
+    n_answer_persons = 0
+    for r in rows:
+        gold = r["gold"].get("persons", [])
+        predicted = r["value"]["persons"] if r["verdict"] == "ok" else []
+        pairs = match_persons(predicted, gold, key)
+        tp += len(pairs)
+        n_pred += len(predicted)
+        n_gold += len(gold)
+        for p, g in pairs:
+            for f in others:
+                if normalize(g.get(f)):
+                    field_gold[f] += 1
+                    field_hits[f] += normalize(p.get(f)) == normalize(g.get(f))
+        if r["verdict"] in ("ok", "bad_schema"):
+            for p in persons_of(r["value"]):
+                n_answer_persons += 1
+                for f in fields:
+                    missing[f] += not normalize(p.get(f))
+    precision, recall = _ratio(tp, n_pred), _ratio(tp, n_gold)
+    return {
+        "ci95_persons": {"person_precision": wilson(tp, n_pred), "person_recall": wilson(tp, n_gold)},
+        "person_precision": precision,
+        "person_recall": recall,
+        "person_f1": _f1(precision, recall),
+        "persons_gold": n_gold,
+        "persons_predicted": n_pred,
+        "persons_matched": tp,
+        "field_recall": {f: _ratio(field_hits[f], field_gold[f]) for f in others},
+        "field_missing": {f: _ratio(missing[f], n_answer_persons) for f in fields},
+    }
+
+
+def score(records: list[dict[str, Any]], fields: Sequence[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """records: {"gold", "text", "truncated"} → (rows with value/verdict/exact, metrics of the split)."""
+    rows = []
+    for rec in records:
+        value, verdict = judge(rec["text"], rec["truncated"], fields)
+        rows.append({**rec, "value": value, "verdict": verdict,
+                     "exact": exact(value, verdict, rec["gold"], fields)})
+    article, person = classification(rows), extraction(rows, fields)
+    article["ci95"].update(person.pop("ci95_persons"))
+    return rows, {**article, **person}
+
+
+def confusion_rows(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """One {actual, predicted} per article, the shape of DVC's confusion template."""
+    return [{"actual": gold_class(r["gold"]), "predicted": answer_class(r["verdict"], r["value"])} for r in rows]

@@ -1,0 +1,1 @@
+"""Llama.cpp in a worker process (eval and jinmei-predict), HF greedy decoding."""

@@ -1,0 +1,1 @@
+"""The answer JSON and the model's own chat template: the one prompt source, and its Ollama TEMPLATE."""

@@ -1,0 +1,1 @@
+"""Masked examples, the trainer (transformers+peft+TRL or Unsloth), the memory plan, the sanity gate."""

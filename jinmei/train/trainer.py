@@ -1,0 +1,474 @@
+"""The training loop shared by sanity, stage1 and stage2: one recipe, two backends (Unsloth on a GPU,
+transformers + peft + TRL otherwise), the same examples and masks on both (jinmei.train.examples).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinmei.train import memory
+from jinmei.errors import JinmeiError
+from jinmei.train.examples import encode_rows
+from jinmei.files import atomic_path, write_json
+
+
+# ---------------------------------------------------------------- batch geometry
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def accumulation_steps(global_batch: int, per_device: int, world: int) -> int:
+    """Gradient accumulation that keeps the global batch fixed whatever the number of GPUs."""
+    if global_batch % (per_device * world):
+        raise JinmeiError(
+            f"params.yaml: train.global_batch={global_batch} is not divisible by train.per_device_batch="
+            f"{per_device} x {world} process(es); choose a per_device_batch with per_device_batch x {world} "
+            f"dividing {global_batch}, or change train.global_batch"
+        )
+    return global_batch // (per_device * world)
+
+
+def optimizer_steps(epochs: float, n_examples: int, global_batch: int) -> int:
+    return max(1, math.ceil(epochs * n_examples / global_batch))
+
+
+def process_count(processes: int | str, count_gpus: bool = True) -> int:
+    """train.processes: 'auto' = one process per visible GPU."""
+    if processes != "auto":
+        return int(processes)
+    if not count_gpus:
+        return 1
+    try:
+        import torch
+    except ImportError:
+        return 1
+    return torch.cuda.device_count() if torch.cuda.is_available() else 1
+
+
+def maybe_launch_distributed(module: str, train, argv: list[str] | None) -> None:
+    """With several GPUs (or train.processes > 1), re-run this stage as one process per device via torchrun."""
+    if "LOCAL_RANK" in os.environ:
+        return
+    processes = process_count(train.processes)
+    if processes <= 1:
+        return
+    accumulation_steps(train.global_batch, train.per_device_batch, processes)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+           "-m", module, *(sys.argv[1:] if argv is None else argv)]
+    print(f"launching {processes} processes: {' '.join(cmd)}", flush=True)
+    os.execv(sys.executable, cmd)
+
+
+# ---------------------------------------------------------------- model
+
+
+def choose_backend(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    if torch.cuda.is_available() and importlib.util.find_spec("unsloth") is not None:
+        return "unsloth"
+    return "hf"
+
+
+@dataclass
+class LoraSpec:
+    r: int
+    alpha: int
+    dropout: float
+    target_modules: list[str]
+
+
+def load_base(base_dir: Path, backend: str, max_seq_length: int):
+    """The frozen base model and its tokenizer, on either backend, bf16 on GPU (never 4-bit)."""
+    import torch
+
+    on_gpu = torch.cuda.is_available()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if on_gpu:  # before anything touches CUDA: else every torchrun rank reads (and holds a context on) GPU 0
+        torch.cuda.set_device(local_rank)
+    if backend == "unsloth":
+        import unsloth  # noqa: F401  (must come before transformers/peft/trl are used)
+        from unsloth import FastLanguageModel
+
+        return FastLanguageModel.from_pretrained(
+            model_name=str(base_dir), max_seq_length=max_seq_length, dtype=torch.bfloat16,
+            load_in_4bit=False, load_in_8bit=False, full_finetuning=False,
+            device_map={"": local_rank}, local_files_only=True,
+        )
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir, local_files_only=True)
+    kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if on_gpu else torch.float32, "attn_implementation": "sdpa"}
+    if on_gpu:
+        kwargs["device_map"] = {"": local_rank}
+    return AutoModelForCausalLM.from_pretrained(base_dir, local_files_only=True, **kwargs), tokenizer
+
+
+def checkpoint_plan(setting, model, backend: str, lora: LoraSpec, rows: int, longest: int) -> memory.Plan:
+    """train.gradient_checkpointing for this model and this stage's longest batch (jinmei.train.memory)."""
+    return memory.plan(setting, memory.Shape.of(model.config), backend, lora.r, lora.target_modules, rows, longest,
+                       memory.usable_cuda_bytes(), lora.dropout)
+
+
+def add_lora(model, backend: str, lora: LoraSpec, seed: int, ckpt: memory.Plan):
+    """A fresh LoRA adapter on the base, with the plan's layers checkpointed (the others keep activations)."""
+    if backend == "unsloth":
+        from unsloth import FastLanguageModel
+
+        return FastLanguageModel.get_peft_model(
+            model, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+            target_modules=lora.target_modules, bias="none", random_state=seed,
+            use_gradient_checkpointing="unsloth" if ckpt.checkpointed else False,
+            checkpoint_skip_layers=len(ckpt.kept) if ckpt.checkpointed else 0,  # same evenly spaced layers
+        )
+    from peft import LoraConfig, get_peft_model
+
+    if ckpt.checkpointed:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+        layers = decoder_layers(model)
+        for i in ckpt.kept:
+            layers[i].gradient_checkpointing = False
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
+                        target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def decoder_layers(model) -> list:
+    """The decoder blocks transformers can checkpoint one by one, in order."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    if not layers:
+        raise JinmeiError(f"{type(model).__name__}: no decoder layers transformers can checkpoint; "
+                          "set train.gradient_checkpointing: false")
+    return layers
+
+
+def load_model(base_dir: Path, backend: str, lora: LoraSpec, max_seq_length: int, seed: int, grad_ckpt: bool):
+    """Base + fresh adapter with every layer checkpointed or none (tests; the stages plan per batch in `train`)."""
+    model, tokenizer = load_base(base_dir, backend, max_seq_length)
+    ckpt = checkpoint_plan(bool(grad_ckpt), model, backend, lora, 1, max_seq_length)
+    return add_lora(model, backend, lora, seed, ckpt), tokenizer
+
+
+def load_adapter_weights(model, adapter_dir: Path) -> None:
+    """Continue a saved adapter: load its weights into the identically configured fresh adapter."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = adapter_dir / "adapter_model.safetensors"
+    if not weights.exists():
+        raise JinmeiError(f"{weights}: not found; run the stage that writes {adapter_dir} first")
+    saved = json.loads((adapter_dir / "adapter_config.json").read_text())
+    current = model.peft_config["default"]
+    for key in ("r", "lora_alpha"):
+        if saved.get(key) != getattr(current, key):
+            raise JinmeiError(f"{adapter_dir}: adapter has {key}={saved.get(key)}, params.yaml lora asks "
+                              f"{getattr(current, key)}; rerun the earlier stage with the same lora params")
+    result = set_peft_model_state_dict(model, load_file(str(weights)))
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise JinmeiError(f"{weights}: {len(unexpected)} tensors do not match the model ({unexpected[:2]} ...)")
+
+
+# ---------------------------------------------------------------- callbacks
+
+
+def _callbacks(live_dir: Path | None, total_steps: int, label: str, resume: bool):
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        """dvclive curves per optimizer step and a rich progress bar on the terminal."""
+
+        def __init__(self):
+            self.live = None
+            self.losses: list[tuple[int, float]] = []
+            self.progress = None
+
+        def on_train_begin(self, args, state, control, **kw):
+            if not state.is_world_process_zero:
+                return
+            if live_dir is not None:
+                try:
+                    from dvclive import Live
+                except ImportError:  # a bare GPU box without dvc: the rich bar and metrics JSON still report
+                    print("dvclive is not installed: no loss curve files", file=sys.stderr)
+                    Live = None
+            if live_dir is not None and Live is not None:
+                self.live = Live(dir=str(live_dir), resume=resume, report=None, save_dvc_exp=False,
+                                 dvcyaml=None, monitor_system=False)
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, \
+                TimeElapsedColumn, TimeRemainingColumn
+
+            self.progress = RichProgress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
+                                         TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                                         TimeRemainingColumn(), transient=False)
+            self.progress.start()
+            self.task = self.progress.add_task(label, total=total_steps, completed=state.global_step, info="")
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not state.is_world_process_zero or not logs or "loss" not in logs:
+                return
+            self.losses.append((state.global_step, float(logs["loss"])))
+            if self.live is not None:
+                self.live.step = state.global_step
+                for key in ("loss", "learning_rate", "grad_norm"):
+                    if key in logs:
+                        self.live.log_metric(f"train/{key}", float(logs[key]))
+                self.live.next_step()
+            if self.progress is not None:
+                self.progress.update(self.task, completed=state.global_step,
+                                     info=f"loss {logs['loss']:.4f}")
+
+        def on_train_end(self, args, state, control, **kw):
+            if self.progress is not None:
+                self.progress.update(self.task, completed=state.global_step)
+                self.progress.stop()
+            if self.live is not None:
+                self.live.end()
+
+    return Progress()
+
+
+# ---------------------------------------------------------------- run
+
+
+@dataclass
+class TrainJob:
+    """Everything one training run needs; `job_for` builds it from a training stage's params."""
+
+    label: str
+    base_dir: Path
+    rows: list[dict[str, Any]]
+    seed: int
+    system: str                      # prompt.system
+    fields: list[str]                # schema.fields
+    max_seq_length: int              # base.max_seq_length
+    lora: Any                        # the lora section
+    train: Any                       # the train section
+    lr: float
+    steps: int | None = None         # fixed optimizer steps (sanity) ...
+    epochs: float | None = None      # ... or epochs over rows (stage1/stage2)
+    lora_dropout: float | None = None
+    init_adapter: Path | None = None  # stage2 continues stage1's adapter
+    global_batch: int | None = None   # overrides train.global_batch (sanity overfits with small batches)
+    checkpoint_dir: Path | None = None
+    live_dir: Path | None = None
+
+
+def fingerprint(job: TrainJob) -> str:
+    """What a checkpoint was made from; a checkpoint with another fingerprint is never resumed."""
+    h = hashlib.sha256()
+    keys = {"seed": job.seed, "system": job.system, "fields": list(job.fields), "max_seq_length": job.max_seq_length,
+            "lora": {k: getattr(job.lora, k) for k in ("r", "alpha", "dropout", "target_modules")},
+            "train": {k: getattr(job.train, k) for k in TRAIN_KNOBS}}
+    h.update(json.dumps([job.label, job.lr, job.steps, job.epochs, job.lora_dropout, job.global_batch, keys], sort_keys=True,
+                        default=str).encode())
+    for row in job.rows:
+        h.update(row["id"].encode())
+    for d in (job.base_dir, job.init_adapter):
+        if d is not None:
+            for f in sorted(Path(d).glob("*.safetensors")):
+                h.update(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def _prepare_checkpoints(job: TrainJob) -> Path | None:
+    """Return the last resumable checkpoint, wiping checkpoints made from anything else."""
+    if job.checkpoint_dir is None:
+        return None
+    ckdir, stamp = job.checkpoint_dir, job.checkpoint_dir / "fingerprint.json"
+    want = fingerprint(job)
+    if ckdir.exists() and (not stamp.exists() or json.loads(stamp.read_text()).get("fingerprint") != want):
+        if is_main_process():
+            shutil.rmtree(ckdir)
+    if is_main_process():
+        ckdir.mkdir(parents=True, exist_ok=True)
+        write_json(stamp, {"fingerprint": want})
+    done = [p for p in ckdir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    return max(done, key=lambda p: int(p.name.split("-")[1])) if done else None
+
+
+def _sort_target_modules(config_file: Path) -> None:
+    """peft saves target_modules in set order (it changes with PYTHONHASHSEED): sorted, equal runs give equal bytes."""
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def sft_config(tp, seed: int, backend: str, world: int, *, output_dir: Path | str, lr: float, steps: int,
+               per_device: int, accum: int, save: bool, **overrides):
+    """The TRL SFTConfig every training stage runs (tp: the train section); benchmarks pass explicit overrides."""
+    import torch
+    from trl import SFTConfig
+
+    on_gpu = torch.cuda.is_available()
+    values = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=accum,
+        max_steps=steps,
+        learning_rate=lr,
+        lr_scheduler_type=tp.lr_scheduler,
+        warmup_steps=float(tp.warmup_ratio),
+        weight_decay=float(tp.weight_decay),
+        max_grad_norm=float(tp.max_grad_norm),
+        logging_steps=1,
+        save_strategy="steps" if save else "no",
+        save_steps=int(tp.save_steps),
+        save_total_limit=1,
+        report_to="none",
+        disable_tqdm=True,
+        seed=seed,
+        data_seed=seed,
+        bf16=on_gpu,
+        use_cpu=not on_gpu,
+        max_length=None,  # lengths were handled in encode_rows: nothing is cut behind our back
+        packing=False,
+        padding_free=False,
+        train_sampling_strategy="group_by_length" if tp.group_by_length else "random",
+        length_column_name="length",
+        remove_unused_columns=False,  # keeps "length" for the sampler; the collator reads only ids and labels
+        loss_type=tp.loss_type if backend == "hf" else "nll",  # Unsloth fuses its own loss
+        dataloader_num_workers=0,
+        include_num_input_tokens_seen="non_padding",
+        gradient_checkpointing=False,  # set per layer on the model in add_lora (jinmei.train.memory)
+        ddp_find_unused_parameters=False if world > 1 else None,
+    )
+    unknown = set(overrides) - set(values)
+    if unknown:
+        raise ValueError(f"sft_config: {sorted(unknown)} are not settings the stages make")
+    return SFTConfig(**{**values, **overrides})
+
+
+def train(job: TrainJob, out_dir: Path) -> dict[str, Any]:
+    """Train one LoRA run and save the adapter atomically to out_dir; returns its metrics."""
+    import torch
+    from datasets import Dataset
+
+    tp, seed = job.train, job.seed
+    backend = choose_backend(tp.backend)
+    world = world_size()
+    global_batch = int(job.global_batch or tp.global_batch)
+    per_device = min(int(tp.per_device_batch), global_batch)
+    accum = accumulation_steps(global_batch, per_device, world)
+    lora = LoraSpec(int(job.lora.r), int(job.lora.alpha),
+                    float(job.lora.dropout if job.lora_dropout is None else job.lora_dropout),
+                    list(job.lora.target_modules))
+    torch.manual_seed(seed)
+    model, tokenizer = load_base(job.base_dir, backend, job.max_seq_length)
+    if tokenizer.pad_token_id is None:
+        raise JinmeiError(f"{job.base_dir}: tokenizer has no pad token; rebuild the base with `dvc repro base`")
+    examples, lengths = encode_rows(job.rows, tokenizer, job.system, list(job.fields), job.max_seq_length,
+                                    tp.too_long)
+    longest = max((len(e["input_ids"]) for e in examples), default=1)
+    ckpt = checkpoint_plan(tp.gradient_checkpointing, model, backend, lora, per_device, longest)
+    model = add_lora(model, backend, lora, seed, ckpt)
+    if job.init_adapter is not None:
+        load_adapter_weights(model, job.init_adapter)
+    steps = job.steps if job.steps is not None else optimizer_steps(job.epochs, len(examples), global_batch)
+    resume_from = _prepare_checkpoints(job)
+    if is_main_process():
+        print(f"[{job.label}] backend={backend} processes={world} examples={len(examples)} "
+              f"(cut {lengths.cut}, skipped {lengths.skipped}) global_batch={global_batch} = "
+              f"{per_device} x {accum} accumulation x {world} -> {steps} optimizer steps"
+              + (f", resuming from {resume_from.name}" if resume_from else ""), flush=True)
+        print(f"[{job.label}] {memory.describe(ckpt)}", flush=True)
+
+    from trl import SFTTrainer
+
+    scratch_dir = out_dir.parent / f".{out_dir.name}-scratch"  # Trainer wants an output_dir even when it saves nothing
+    config = sft_config(tp, seed, backend, world, output_dir=job.checkpoint_dir or scratch_dir, lr=job.lr,
+                        steps=steps, per_device=per_device, accum=accum, save=job.checkpoint_dir is not None)
+    callback = _callbacks(job.live_dir, steps, job.label, resume=resume_from is not None)
+    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(examples),
+                         processing_class=tokenizer, callbacks=[callback])
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # the rich bar and dvclive already report every step
+    started = time.time()
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    seconds = time.time() - started
+    # from the trainer's own history: after a resume it holds the steps before the kill too
+    history = [(int(e["step"]), float(e["loss"])) for e in trainer.state.log_history if "loss" in e]
+    losses = [loss for _, loss in history]
+    tokens = int(trainer.state.num_input_tokens_seen)
+    metrics = {
+        "backend": backend,
+        "processes": world,
+        "steps": int(trainer.state.global_step),
+        "global_batch": global_batch,
+        "examples_seen": int(trainer.state.global_step) * global_batch,
+        "examples_available": len(examples),
+        "examples_cut": lengths.cut,
+        "examples_skipped": lengths.skipped,
+        "supervised_token_share": round(lengths.supervised_tokens / max(1, lengths.tokens), 4),
+        "first_loss": round(losses[0], 4) if losses else None,
+        "last_loss": round(losses[-1], 4) if losses else None,
+        "min_loss": round(min(losses), 4) if losses else None,
+        "tokens": tokens,
+        "seconds": round(seconds, 1),
+        "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else None,
+        "gradient_checkpointing": ckpt.as_metrics(),
+        "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available()
+        else None,
+    }
+    if is_main_process():
+        with atomic_path(out_dir) as tmp:
+            trainer.model.save_pretrained(str(tmp), safe_serialization=True)
+            _sort_target_modules(tmp / "adapter_config.json")
+        shutil.rmtree(scratch_dir, ignore_errors=True)
+        if job.checkpoint_dir is not None:  # finished: checkpoints only ever serve a resume of this same run
+            shutil.rmtree(job.checkpoint_dir, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    return {"metrics": metrics, "model": trainer.model, "tokenizer": tokenizer, "losses": history}
+
+
+TRAIN_KNOBS = ("backend", "processes", "global_batch", "per_device_batch", "gradient_checkpointing", "too_long",
+               "warmup_ratio", "lr_scheduler", "weight_decay", "max_grad_norm", "save_steps", "group_by_length",
+               "loss_type")
+
+
+def job_for(p, label: str, base_dir: Path, rows: list[dict[str, Any]], lr: float, **kwargs) -> TrainJob:
+    """A TrainJob from a training stage's params (seed, prompt, schema.fields, base.max_seq_length, lora, train)."""
+    return TrainJob(label=label, base_dir=Path(base_dir), rows=rows, seed=int(p.seed), system=p.prompt.system,
+                    fields=list(p.schema.fields), max_seq_length=int(p.base.max_seq_length), lora=p.lora,
+                    train=p.train, lr=float(lr), **kwargs)
+
+
+def run_mixture(p, label: str, section, base: Path, splits: Path, out: Path, checkpoints: Path, metrics_file: Path,
+                live: Path, init_adapter: Path | None = None) -> None:
+    """stage1 / stage2: draw the section's mixture from the training pools, train, write adapter and metrics."""
+    from jinmei.train.examples import draw_mixture, load_pools
+
+    pos, empty = load_pools(splits)
+    rows = draw_mixture(pos, empty, section.size, float(section.positive_ratio), random.Random(f"{p.seed}-{label}"),
+                        label)
+    result = train(job_for(p, label, base, rows, section.lr,
+                           epochs=float(section.epochs), lora_dropout=section.lora_dropout, init_adapter=init_adapter,
+                           checkpoint_dir=checkpoints, live_dir=live), out)
+    if is_main_process():
+        n_pos = sum(1 for r in rows if r["output"]["persons"])
+        write_json(metrics_file, {**result["metrics"], "mixture_size": len(rows),
+                                  "mixture_positive_share": round(n_pos / len(rows), 4),
+                                  "epochs": float(section.epochs), "lr": float(section.lr)})
