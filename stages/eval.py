@@ -19,18 +19,20 @@ def main(argv=None):
     ap.add_argument("--stage1", type=Path, required=True)
     ap.add_argument("--merged", type=Path, required=True)
     ap.add_argument("--metrics", type=Path, required=True)
-    ap.add_argument("--details", type=Path, default=Path("metrics/details/eval.json"))
+    ap.add_argument("--details", type=Path, required=True)
     ap.add_argument("--predictions", type=Path, required=True)
     ap.add_argument("--plots", type=Path, required=True)
     ap.add_argument("--advice", type=Path, required=True)
-    ap.add_argument("--stage1-metrics", type=Path, default=Path("metrics/stage1.json"))
+    ap.add_argument("--stage1-metrics", type=Path, required=True)
+    ap.add_argument("--stage2-metrics", type=Path, required=True)
     args = ap.parse_args(argv)
     set_offline_env()
     p = params.load("eval")
     preflight.check("eval")
-    evaluation.run(p, args.gguf or engine.gguf_path(p.quantize, args.gguf_dir), args.splits, args.base, args.stage1,
-                   args.merged, args.metrics, args.details, args.predictions, args.plots, args.advice,
-                   args.stage1_metrics)
+    evaluation.run(p, gguf=args.gguf or engine.gguf_path(p.quantize, args.gguf_dir), splits_dir=args.splits,
+                   base=args.base, stage1=args.stage1, merged=args.merged, metrics_file=args.metrics,
+                   details_file=args.details, predictions_dir=args.predictions, plots_dir=args.plots,
+                   advice_file=args.advice, stage1_metrics=args.stage1_metrics, stage2_metrics=args.stage2_metrics)
 
 
 if __name__ == "__main__":

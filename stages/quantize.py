@@ -1,7 +1,6 @@
 """`quantize`: merged HF folder -> f16 GGUF -> Q4_K_M GGUF + Ollama Modelfile, checked against the HF tokenizer.
 
-metrics/quantize.json holds the sizes a user compares; metrics/details/quantize.json the tensor types,
-fallbacks and GGUF metadata (jinmei.export.gguf).
+metrics/details/quantize.json holds the sizes, tensor types, fallbacks and GGUF metadata (jinmei.export.gguf).
 """
 import argparse
 from pathlib import Path
@@ -17,7 +16,6 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--merged", type=Path, default=Path("models/merged"))
     ap.add_argument("--out-dir", type=Path, default=Path("models/gguf"))
-    ap.add_argument("--report", type=Path, default=Path("metrics/quantize.json"))
     ap.add_argument("--details", type=Path, default=Path("metrics/details/quantize.json"))
     args = ap.parse_args(argv)
     set_offline_env()
@@ -26,7 +24,6 @@ def main(argv=None):
     report = gguf.export(args.merged, args.out_dir, p.quantize.type, p.quantize.name, p.prompt.system,
                            keep_f16=p.quantize.keep_f16)
     write_json(args.details, report)
-    write_json(args.report, gguf.headline(report))
     print(gguf.summary_line(report))
 
 

@@ -15,7 +15,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", type=Path, required=True)
     ap.add_argument("--out-dir", type=Path, default=Path("data/splits"))
-    ap.add_argument("--metrics", type=Path, default=Path("metrics/split.json"))
+    ap.add_argument("--metrics", type=Path, default=Path("metrics/details/split.json"))
     args = ap.parse_args(argv)
     set_offline_env()
     p = params.load("split")

@@ -26,7 +26,8 @@ def main(argv=None):
         raise JinmeiError(f"{args.gate}: the sanity gate has not passed; run `dvc repro sanity` and fix it first")
     maybe_launch_distributed("stages.stage1", p.train, argv)
     seed_everything(p.seed)
-    run_mixture(p, "stage1", p.stage1, args.base, args.splits, args.out, args.checkpoints, args.metrics, args.live)
+    run_mixture(p, "stage1", base=args.base, splits=args.splits, out=args.out, checkpoints=args.checkpoints,
+                metrics=args.metrics, live=args.live)
 
 
 if __name__ == "__main__":

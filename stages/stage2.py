@@ -26,8 +26,8 @@ def main(argv=None):
     preflight.check("stage2", base_dir=args.base)
     maybe_launch_distributed("stages.stage2", p.train, argv)
     seed_everything(p.seed)
-    run_mixture(p, "stage2", p.stage2, args.base, args.splits, args.out, args.checkpoints, args.metrics, args.live,
-                init_adapter=args.init)
+    run_mixture(p, "stage2", base=args.base, splits=args.splits, out=args.out, checkpoints=args.checkpoints,
+                metrics=args.metrics, live=args.live, init_adapter=args.init)
 
 
 if __name__ == "__main__":

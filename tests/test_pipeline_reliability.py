@@ -63,7 +63,7 @@ def temp_leftovers(repo: Path) -> list[str]:
                   if p.is_dir() and not p.name.startswith(".dvc"))
 
 
-LOSS_KEYS = {"first_loss", "last_loss", "min_loss"}
+LOSS_KEYS = {"first_loss", "last_loss", "min_loss", "stage1_loss", "stage2_loss"}
 
 
 def differences(repo: Path, baseline: Path, ignore: set[str] = frozenset()) -> list[str]:
@@ -73,12 +73,13 @@ def differences(repo: Path, baseline: Path, ignore: set[str] = frozenset()) -> l
                 *sorted(str(p.relative_to(baseline)) for p in baseline.glob("data/predictions/*.jsonl"))]:
         if (repo / rel).read_bytes() != (baseline / rel).read_bytes():
             found.append(f"{rel}: bytes differ")
-    for rel in ("split", "sanity", "stage1", "stage2", "quantize", "eval"):
+    for rel in ("details/split", "details/sanity", "details/stage1", "details/stage2", "details/quantize",
+                "details/eval", "eval"):
         path = f"metrics/{rel}.json"
         a, b = without_timing(read_json(repo / path)), without_timing(read_json(baseline / path))
         for key in ignore:
             a.pop(key, None), b.pop(key, None)
-        if rel == "quantize":
+        if rel == "details/quantize":
             a.pop("fallbacks", None), b.pop("fallbacks", None)  # log text order is llama.cpp's, not ours
         if a != b:
             keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
@@ -189,7 +190,7 @@ def resumed(tmp_path_factory):
     run = Run(repo, ("repro", "stage1"))
     checkpoint = wait_for_checkpoint(repo / "models/checkpoints/stage1", run)
     run.kill()
-    killed_before_end = not (repo / "metrics/stage1.json").exists()
+    killed_before_end = not (repo / "metrics/details/stage1.json").exists()
     rerun = Run(repo, ("repro", "stage1"))
     assert rerun.wait() == 0, rerun.output[-4000:]
     straight = tiny_repo.clone(built.repo, tmp_path_factory.mktemp("straight") / "repo")
@@ -205,8 +206,8 @@ def test_killed_stage1_resumes_from_its_checkpoint(resumed):
     match = re.search(r"resuming from (checkpoint-\d+)", resumed["rerun"])
     assert match, resumed["rerun"][-3000:]
     assert int(match.group(1).split("-")[1]) >= int(resumed["checkpoint"].split("-")[1])
-    metrics = read_json(resumed["repo"] / "metrics/stage1.json")
-    assert metrics["steps"] == read_json(resumed["straight"] / "metrics/stage1.json")["steps"] == 8
+    metrics = read_json(resumed["repo"] / "metrics/details/stage1.json")
+    assert metrics["steps"] == read_json(resumed["straight"] / "metrics/details/stage1.json")["steps"] == 8
     assert not list((resumed["repo"] / "models/checkpoints/stage1").glob("checkpoint-*"))  # cleaned when done
 
 
@@ -225,8 +226,8 @@ def test_resumed_training_gives_the_same_adapter(resumed):
 
 @pytest.mark.slow
 def test_resumed_training_reports_the_same_losses(resumed):
-    a = read_json(resumed["repo"] / "metrics/stage1.json")
-    b = read_json(resumed["straight"] / "metrics/stage1.json")
+    a = read_json(resumed["repo"] / "metrics/details/stage1.json")
+    b = read_json(resumed["straight"] / "metrics/details/stage1.json")
     assert {k: a[k] for k in LOSS_KEYS} == {k: b[k] for k in LOSS_KEYS}
 
 

@@ -43,7 +43,8 @@ TINY_PARAMS: dict[str, Any] = {
     "eval": {"max_new_tokens": 16, "compare_subset": 2},
 }
 # Keys whose values are wall-clock measurements, never expected to repeat.
-TIMING_KEYS = {"seconds", "tokens_per_s", "articles_per_s", "prompt_tokens_per_s", "generated_tokens_per_s"}
+TIMING_KEYS = {"seconds", "tokens_per_s", "articles_per_s", "prompt_tokens_per_s", "generated_tokens_per_s",
+               "train_minutes", "eval_minutes"}
 
 RUNNING = re.compile(r"Running stage '([\w-]+)'")
 SKIPPED = re.compile(r"Stage '([\w-]+)' didn't change, skipping")

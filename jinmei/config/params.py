@@ -1,16 +1,16 @@
 """params.yaml, parsed once into typed sections; each stage sees only the keys dvc.yaml declares for it.
 
-Every knob is a field below with its type, range and default (tests check each default equals the committed
-params.yaml). The whole file is checked at the start of every stage, so a typo in `eval.*` stops `dvc repro`
-before hours of training, and unknown keys are errors: `stage2.lrr` would otherwise be ignored silently.
+Every knob is a field below with its type and range; its value lives in params.yaml alone (the one source of
+values, profiles are deltas over it). The whole file is checked at the start of every stage, so a typo in
+`eval.*` stops `dvc repro` before hours of training, and unknown keys are errors: `stage2.lrr` would otherwise be
+ignored silently.
 
 This module can only refuse a run or pass params.yaml's values through unchanged (every key must be in the
-file; the defaults are documentation and the base of profiles), so no stage lists it as a dependency in
-dvc.yaml: editing a range here never makes a trained model stale (tests/test_layout.py).
+file), so no stage lists it as a dependency in dvc.yaml: editing a range here never makes a trained model stale
+(tests/test_layout.py).
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import difflib
 import math
@@ -122,11 +122,9 @@ def int_mapping(v):
         return "must be a mapping of model sizes (names to positive integers)"
 
 
-def knob(default: Any, rule: Rule, doc: str = "") -> Any:
-    """A params.yaml key: its default (= the committed params.yaml), its rule, what it is for."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: copy.deepcopy(default), metadata={"rule": rule, "doc": doc})
-    return field(default=default, metadata={"rule": rule, "doc": doc})
+def knob(rule: Rule, doc: str = "") -> Any:
+    """A params.yaml key: its rule and what it is for. Its value lives in params.yaml only (no second default)."""
+    return field(metadata={"rule": rule, "doc": doc})
 
 
 # ---------------------------------------------------------------- the sections
@@ -134,110 +132,108 @@ def knob(default: Any, rule: Rule, doc: str = "") -> Any:
 
 @dataclass(frozen=True)
 class Corpus:
-    path: str = knob("data/demo/corpus.jsonl", text, "raw corpus, JSON Lines (docs/corpus.md)")
+    path: str = knob(text, "raw corpus, JSON Lines (docs/corpus.md)")
 
 
 @dataclass(frozen=True)
 class Demo:
-    n_articles: int = knob(2000, POSITIVE_INT)
-    positive_share: float = knob(0.10, RATIO)
-    min_chars: int = knob(40, integer(40), "article length the generator aims for")
-    max_chars: int = knob(100, POSITIVE_INT)
+    n_articles: int = knob(POSITIVE_INT)
+    positive_share: float = knob(RATIO)
+    min_chars: int = knob(integer(40), "article length the generator aims for")
+    max_chars: int = knob(POSITIVE_INT)
 
 
 @dataclass(frozen=True)
 class Schema:
-    fields: list = knob(["name", "act", "address", "signature"], names, "per-person keys; the first is the key")
+    fields: list = knob(names, "per-person keys; the first is the key")
 
 
 @dataclass(frozen=True)
 class Base:
-    model: str = knob("bundled:smollm2-135m-instruct", text)
-    max_seq_length: int = knob(1024, POSITIVE_INT)
-    save_dtype: str = knob("bfloat16", one_of("float32", "bfloat16", "float16"))
-    trust_remote_code: bool = knob(False, boolean)
-    tiny: dict = knob({"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-                       "num_key_value_heads": 2, "intermediate_size": 128}, int_mapping)
+    model: str = knob(text)
+    max_seq_length: int = knob(POSITIVE_INT)
+    save_dtype: str = knob(one_of("float32", "bfloat16", "float16"))
+    trust_remote_code: bool = knob(boolean)
+    tiny: dict = knob(int_mapping)
 
 
 @dataclass(frozen=True)
 class Prompt:
-    system: str = knob('Extract persons from this Japanese news article as JSON: {"persons":[{"name","act",'
-                       '"address","signature"}]} (null if unknown), or {"persons":[]} if none.', text)
+    system: str = knob(text)
 
 
 @dataclass(frozen=True)
 class Split:
-    dev_all_size: int = knob(200, POSITIVE_INT)
-    dev_all_positive_share: float = knob(0.10, RATIO)
-    dev_positive_size: int = knob(60, POSITIVE_INT)
-    sanity_size: int = knob(8, POSITIVE_INT)
-    on_special_tokens: str = knob("warn", one_of("warn", "error", "drop"),
+    dev_all_size: int = knob(POSITIVE_INT)
+    dev_all_positive_share: float = knob(RATIO)
+    dev_positive_size: int = knob(POSITIVE_INT)
+    sanity_size: int = knob(POSITIVE_INT)
+    on_special_tokens: str = knob(one_of("warn", "error", "drop"),
                                   "articles holding a special-token string of the base tokenizer (kept as text)")
-    on_name_not_in_text: str = knob("warn", one_of("warn", "error", "drop"),
+    on_name_not_in_text: str = knob(one_of("warn", "error", "drop"),
                                     "persons whose name does not occur in their article: a label no model can extract")
 
 
 @dataclass(frozen=True)
 class Lora:
-    r: int = knob(64, POSITIVE_INT)
-    alpha: float = knob(128, POSITIVE)
-    dropout: float = knob(0.0, DROPOUT)
-    target_modules: list = knob(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], names)
+    r: int = knob(POSITIVE_INT)
+    alpha: float = knob(POSITIVE)
+    dropout: float = knob(DROPOUT)
+    target_modules: list = knob(names)
 
 
 @dataclass(frozen=True)
 class Train:
-    backend: str = knob("auto", one_of("auto", "hf", "unsloth"))
-    processes: Any = knob("auto", auto_or(POSITIVE_INT))
-    global_batch: int = knob(8, POSITIVE_INT)
-    per_device_batch: int = knob(4, POSITIVE_INT)
-    gradient_checkpointing: Any = knob("auto", auto_or(boolean), "auto = recompute only the layers whose "
+    backend: str = knob(one_of("auto", "hf", "unsloth"))
+    processes: Any = knob(auto_or(POSITIVE_INT))
+    global_batch: int = knob(POSITIVE_INT)
+    per_device_batch: int = knob(POSITIVE_INT)
+    gradient_checkpointing: Any = knob(auto_or(boolean), "auto = recompute only the layers whose "
                                        "activations the longest batch leaves no room for (jinmei.train.memory)")
-    too_long: str = knob("skip", one_of("cut_article", "skip"), "an example over base.max_seq_length is dropped "
+    too_long: str = knob(one_of("cut_article", "skip"), "an example over base.max_seq_length is dropped "
                          "(counted) or its article cut; the answer never")
-    warmup_ratio: float = knob(0.05, RATIO)
-    lr_scheduler: str = knob("cosine", text)
-    weight_decay: float = knob(0.0, NONNEGATIVE)
-    max_grad_norm: float = knob(1.0, POSITIVE)
-    save_steps: int = knob(10, POSITIVE_INT)
-    group_by_length: bool = knob(True, boolean)
-    loss_type: str = knob("chunked_nll", one_of("nll", "chunked_nll", "dft"))
+    warmup_ratio: float = knob(RATIO)
+    lr_scheduler: str = knob(text)
+    weight_decay: float = knob(NONNEGATIVE)
+    max_grad_norm: float = knob(POSITIVE)
+    save_steps: int = knob(POSITIVE_INT)
+    group_by_length: bool = knob(boolean)
+    loss_type: str = knob(one_of("nll", "chunked_nll", "dft"))
 
 
 @dataclass(frozen=True)
 class Sanity:
-    steps: int = knob(32, POSITIVE_INT)
-    global_batch: int | None = knob(4, null_or(POSITIVE_INT))
-    lr: float = knob(2.0e-3, POSITIVE)
-    min_loss_ratio: float = knob(3.0, NONNEGATIVE)
-    min_exact_match: float = knob(0.5, RATIO)
-    max_new_tokens: int = knob(192, POSITIVE_INT)
-    answer_batch_size: int = knob(8, POSITIVE_INT, "articles per transformers generate call when the overfit "
+    steps: int = knob(POSITIVE_INT)
+    global_batch: int | None = knob(null_or(POSITIVE_INT))
+    lr: float = knob(POSITIVE)
+    min_loss_ratio: float = knob(NONNEGATIVE)
+    min_exact_match: float = knob(RATIO)
+    max_new_tokens: int = knob(POSITIVE_INT)
+    answer_batch_size: int = knob(POSITIVE_INT, "articles per transformers generate call when the overfit "
                                   "model answers its training articles")
 
 
 @dataclass(frozen=True)
 class Stage1:
-    size: int | None = knob(104, null_or(POSITIVE_INT))
-    positive_ratio: float = knob(0.5, RATIO)
-    epochs: float = knob(3, POSITIVE)
-    lr: float = knob(1.0e-3, POSITIVE)
-    lora_dropout: float | None = knob(None, null_or(DROPOUT))
+    size: int | None = knob(null_or(POSITIVE_INT))
+    positive_ratio: float = knob(RATIO)
+    epochs: float = knob(POSITIVE)
+    lr: float = knob(POSITIVE)
+    lora_dropout: float | None = knob(null_or(DROPOUT))
 
 
 @dataclass(frozen=True)
 class Stage2:
-    size: int | None = knob(256, null_or(POSITIVE_INT))
-    positive_ratio: float = knob(0.10, RATIO)
-    epochs: float = knob(0.25, POSITIVE)
-    lr: float = knob(1.0e-5, POSITIVE)
-    lora_dropout: float | None = knob(None, null_or(DROPOUT))
+    size: int | None = knob(null_or(POSITIVE_INT))
+    positive_ratio: float = knob(RATIO)
+    epochs: float = knob(POSITIVE)
+    lr: float = knob(POSITIVE)
+    lora_dropout: float | None = knob(null_or(DROPOUT))
 
 
 @dataclass(frozen=True)
 class Merge:
-    dtype: str = knob("auto", one_of("auto", "float32", "bfloat16", "float16"))
+    dtype: str = knob(one_of("auto", "float32", "bfloat16", "float16"))
 
 
 def gguf_name(v):
@@ -247,32 +243,32 @@ def gguf_name(v):
 
 @dataclass(frozen=True)
 class Quantize:
-    type: str = knob("Q4_K_M", text, "a llama.cpp type; checked against llama.cpp's list before training")
-    name: str = knob("jinmei", gguf_name)
-    keep_f16: bool = knob(False, boolean)
+    type: str = knob(text, "a llama.cpp type; checked against llama.cpp's list before training")
+    name: str = knob(gguf_name)
+    keep_f16: bool = knob(boolean)
 
 
 @dataclass(frozen=True)
 class Eval:
-    max_new_tokens: int = knob(256, POSITIVE_INT)
-    grammar: bool = knob(False, boolean)
-    n_ctx: int = knob(2048, POSITIVE_INT)
-    n_threads: int = knob(2, POSITIVE_INT)
-    workers: Any = knob("auto", auto_or(POSITIVE_INT), "eval processes; auto = one per visible GPU, each pinned "
+    max_new_tokens: int = knob(POSITIVE_INT)
+    grammar: bool = knob(boolean)
+    n_ctx: int = knob(POSITIVE_INT)
+    n_threads: int = knob(POSITIVE_INT)
+    workers: Any = knob(auto_or(POSITIVE_INT), "eval processes; auto = one per visible GPU, each pinned "
                         "to it (1 on CPU)")
-    compare_subset: int = knob(20, NONNEGATIVE_INT)
-    compare_batch_size: int = knob(8, POSITIVE_INT, "compare: articles per transformers generate call (padded to "
+    compare_subset: int = knob(NONNEGATIVE_INT)
+    compare_batch_size: int = knob(POSITIVE_INT, "compare: articles per transformers generate call (padded to "
                                    "the longest answer in it)")
-    recall_drop_margin: float = knob(0.05, RATIO)
-    quant_drop_margin: float = knob(0.05, RATIO)
-    max_false_positive_rate: float = knob(0.05, RATIO)
-    min_parse_rate: float = knob(0.95, RATIO)
-    min_recall: float = knob(0.5, RATIO, "advice: a Dev-Positive recall below this is flagged, whatever stage1 did")
-    min_person_f1: float = knob(0.4, RATIO, "advice: a Dev-Positive person F1 below this is flagged")
-    max_answered_empty_rate: float = knob(0.9, RATIO, "advice: this share of empty answers on Dev-Positive "
+    recall_drop_margin: float = knob(RATIO)
+    quant_drop_margin: float = knob(RATIO)
+    max_false_positive_rate: float = knob(RATIO)
+    min_parse_rate: float = knob(RATIO)
+    min_recall: float = knob(RATIO, "advice: a Dev-Positive recall below this is flagged, whatever stage1 did")
+    min_person_f1: float = knob(RATIO, "advice: a Dev-Positive person F1 below this is flagged")
+    max_answered_empty_rate: float = knob(RATIO, "advice: this share of empty answers on Dev-Positive "
                                           "(all positive) = a model that answers empty to everything")
-    batch_size: int = knob(1, POSITIVE_INT)
-    n_batch: int = knob(512, POSITIVE_INT)
+    batch_size: int = knob(POSITIVE_INT)
+    n_batch: int = knob(POSITIVE_INT)
 
 
 SECTIONS: dict[str, type] = {
@@ -329,7 +325,7 @@ def _section(name: str, cls: type, raw: Any) -> Any:
     for f in dataclasses.fields(cls):
         if f.name not in raw:
             raise JinmeiError(f"params.yaml {name}.{f.name}: missing; add it to the '{name}' section "
-                              f"(default: {getattr(defaults(), name).__dict__[f.name]!r})")
+                              "(the committed params.yaml has every key, with a comment on what it does)")
         value = raw[f.name]
         complaint = f.metadata["rule"](value)
         if complaint:
@@ -386,10 +382,6 @@ def params_path() -> Path:
 def load_all(path: Path | str | None = None) -> Params:
     """Every section (tools and pre-flight checks; a stage uses `load`)."""
     return parse(read_yaml(path or params_path()))
-
-
-def defaults() -> Params:
-    return Params(seed=20261124, **{name: cls() for name, cls in SECTIONS.items()})
 
 
 def as_dict(section: Any) -> dict[str, Any]:

@@ -142,7 +142,7 @@ def _level_finding(metrics: dict[str, Any], params, low: list[str]) -> str:
 
 def advise(metrics: dict[str, Any], params, stage1: dict[str, Any] | None = None,
            previous: dict[str, Any] | None = None) -> str:
-    """The advice as markdown. stage1 = metrics/stage1.json, previous = the last metrics/eval.json (both optional)."""
+    """The advice as markdown. stage1 = metrics/details/stage1.json, previous = the last metrics/details/eval.json (both optional)."""
     ev, s2 = params.eval, params.stage2
     findings: list[str] = []
 
@@ -221,7 +221,7 @@ def advise(metrics: dict[str, Any], params, stage1: dict[str, Any] | None = None
                 "(reported under engine.grammar; the shipped Ollama model has no grammar).")
         findings.append(
             f"**only {_pct(valid)} of dev_all answers are valid** (JSON parse rate {_pct(parse)}): {hint}. "
-            f"Check that the sanity gate passed and that stage1 trained (metrics/stage1.json).{tail}")
+            f"Check that the sanity gate passed and that stage1 trained (metrics/details/stage1.json).{tail}")
     elif truncated:
         findings.append(f"{truncated} dev_all answers hit eval.max_new_tokens={ev.max_new_tokens} and count "
                         "as failures; see data/predictions/dev_all.jsonl (verdict truncated).")
@@ -244,9 +244,9 @@ def write_advice(path: Path | str, text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="advice: what to try next, from metrics/eval.json")
-    ap.add_argument("--metrics", type=Path, default=Path("metrics/eval.json"))
-    ap.add_argument("--stage1-metrics", type=Path, default=Path("metrics/stage1.json"))
+    ap = argparse.ArgumentParser(description="advice: what to try next, from metrics/details/eval.json")
+    ap.add_argument("--metrics", type=Path, default=Path("metrics/details/eval.json"))
+    ap.add_argument("--stage1-metrics", type=Path, default=Path("metrics/details/stage1.json"))
     ap.add_argument("--previous", type=Path, help="an earlier eval.json to compare dev_positive recall with")
     ap.add_argument("--out", type=Path, help="also write the advice here")
     args = ap.parse_args(argv)

@@ -158,40 +158,37 @@ def summary_table(metrics: dict[str, Any], warnings: list[str] | None = None) ->
     return t
 
 
-HEADLINE = {
-    "dev_all": ("n", "false_positive_rate", "json_parse_rate", "schema_valid_rate", "recall", "exact_match",
-                "truncated_rate", "answered_empty_rate"),
-    "dev_positive": ("n", "recall", "person_precision", "person_recall", "person_f1", "field_recall", "field_missing",
-                     "exact_match", "truncated_rate", "answered_empty_rate"),
-    "throughput": ("articles_per_s", "prompt_tokens_per_s", "generated_tokens_per_s"),
-}
+def headline(metrics: dict[str, Any], stage1: dict[str, Any] | None = None, stage2: dict[str, Any] | None = None,
+             eval_seconds: float | None = None) -> dict[str, Any]:
+    """The one row `dvc metrics show` and `dvc exp show` print: what a user compares between runs, flat and short so
+    the table fits a terminal. Intervals, per-field recall, the compare and the rest: metrics/details/eval.json."""
+    dev_all, dev_pos, s1, s2 = metrics["dev_all"], metrics["dev_positive"], stage1 or {}, stage2 or {}
+    train_seconds = sum(s.get("seconds") or 0 for s in (s1, s2))
+    return {
+        "false_positive_rate": dev_all.get("false_positive_rate"),
+        "parse_rate": dev_all.get("json_parse_rate"),
+        "recall": dev_pos.get("recall"),
+        "person_f1": dev_pos.get("person_f1"),
+        "dev_all_n": dev_all.get("n"),
+        "dev_positive_n": dev_pos.get("n"),
+        "stage1_loss": s1.get("last_loss"),
+        "stage2_loss": s2.get("last_loss"),
+        "stage1_steps": s1.get("steps"),
+        "stage2_steps": s2.get("steps"),
+        "train_minutes": round(train_seconds / 60, 1) if train_seconds else None,
+        "eval_minutes": round(eval_seconds / 60, 1) if eval_seconds is not None else None,
+    }
 
 
-def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    """What `dvc metrics show/diff` compares across experiments, each rate with its 95% Wilson interval beside it
-    (`<rate>_ci95`: [low, high]); the full set goes to the details file."""
-    out: dict[str, Any] = {}
-    for part, keys in HEADLINE.items():
-        out[part] = {}
-        for k in keys:
-            if k in metrics[part]:
-                out[part][k] = metrics[part][k]
-                if metrics[part].get("ci95", {}).get(k) is not None:
-                    out[part][f"{k}_ci95"] = metrics[part]["ci95"][k]
-    if "compare" in metrics:
-        out["compare"] = {"n": metrics["compare"]["n"],
-                          **{name: {k: metrics["compare"][name][k] for k in ("recall", "recall_ci95", "person_f1")}
-                             for name in ("stage1", "merged", "gguf")}}
-    return out
-
-
-def run(p, gguf: Path, splits_dir: Path, base: Path, stage1: Path, merged: Path, metrics_file: Path,
-        details_file: Path, predictions_dir: Path, plots_dir: Path, advice_file: Path, stage1_metrics: Path) -> None:
+def run(p, *, gguf: Path, splits_dir: Path, base: Path, stage1: Path, merged: Path, metrics_file: Path,
+        details_file: Path, predictions_dir: Path, plots_dir: Path, advice_file: Path, stage1_metrics: Path,
+        stage2_metrics: Path) -> None:
     """Decode, score, compare, then write every output atomically and print the table and the advice."""
+    started = time.time()
     ev, fields, system = p.eval, list(p.schema.fields), p.prompt.system
     if not gguf.exists():
         raise JinmeiError(f"{gguf}: GGUF file not found")
-    previous = advice_mod.read_optional_json(metrics_file)     # read before it is overwritten
+    previous = advice_mod.read_optional_json(details_file)     # read before it is overwritten
     splits = {name: read_split(splits_dir / f"{name}.jsonl") for name in SPLITS}
     answers, throughput = decode_gguf(gguf, system, [r["text"] for rows in splits.values() for r in rows], ev, fields)
 
@@ -227,9 +224,11 @@ def run(p, gguf: Path, splits_dir: Path, base: Path, stage1: Path, merged: Path,
         for name, rows in plots.items():
             (tmp / f"{name}.json").write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
         (tmp / "field_recall.json").write_text(json.dumps(field_recall, indent=1) + "\n", encoding="utf-8")
+    stage1_report = advice_mod.read_optional_json(stage1_metrics)
     write_json(details_file, metrics)
-    write_json(metrics_file, headline(metrics))
-    text = advice_mod.advise(metrics, p, advice_mod.read_optional_json(stage1_metrics), previous)
+    write_json(metrics_file, headline(metrics, stage1_report, advice_mod.read_optional_json(stage2_metrics),
+                                      time.time() - started))
+    text = advice_mod.advise(metrics, p, stage1_report, previous)
     console.print(summary_table(metrics, advice_mod.low_levels(metrics, p)))
     advice_mod.write_advice(advice_file, text)
     console.print(text)

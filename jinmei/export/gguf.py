@@ -320,13 +320,6 @@ def export(merged_dir: Path, out_dir: Path, type_name: str, name: str, system: s
     }
 
 
-def headline(report: dict[str, Any]) -> dict[str, Any]:
-    """The numbers a user compares across experiments (`dvc metrics show`); the rest is in the details file."""
-    return {"type": report["type"], "gguf_bytes": report["bytes"]["gguf"], "f16_gguf_bytes": report["bytes"]["f16_gguf"],
-            "n_params": report["n_params"], "bits_per_weight": report["bits_per_weight"],
-            "fallback_tensors": report["fallbacks"]["count"], "seconds": report["seconds"]}
-
-
 def summary_line(report: dict[str, Any]) -> str:
     fb = report["fallbacks"]
     return (f"quantize: {report['gguf']} ({report['bytes']['gguf'] / 1e6:.1f} MB, {report['bits_per_weight']} "

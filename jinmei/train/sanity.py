@@ -12,7 +12,7 @@ from jinmei.errors import JinmeiError
 from jinmei.files import write_json
 from jinmei.infer.generate import greedy_answers
 from jinmei.template.prompt import answer_text, parse_answer
-from jinmei.train.trainer import is_main_process, job_for, train
+from jinmei.train.trainer import TrainRun, is_main_process, train
 
 DIAGNOSIS = """sanity gate FAILED: {why}
 The recipe's usual suspects, in order:
@@ -29,8 +29,7 @@ def run(p, rows: list[dict[str, Any]], base: Path, out: Path, gate: Path, metric
         raise JinmeiError("the sanity split is empty; raise split.sanity_size")
     if gate.exists():
         gate.unlink()  # a stale "passed" must never survive a failing rerun
-    result = train(job_for(p, "sanity", base, rows, sp.lr, steps=sp.steps, global_batch=sp.global_batch,
-                           live_dir=live), out)
+    result = train(TrainRun("sanity", p, sp, rows, Path(base), live_dir=live), out)
     if not is_main_process():
         return
     fields = list(p.schema.fields)

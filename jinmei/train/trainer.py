@@ -252,52 +252,72 @@ def _callbacks(live_dir: Path | None, total_steps: int, label: str, resume: bool
 # ---------------------------------------------------------------- run
 
 
-@dataclass
-class TrainJob:
-    """Everything one training run needs; `job_for` builds it from a training stage's params."""
+@dataclass(frozen=True)
+class TrainRun:
+    """One training run: the stage's params and its own section, the rows it trains on, and where things go.
+
+    `p` holds what every training stage declares (seed, prompt, schema.fields, base.max_seq_length, lora, train);
+    `section` is the stage's own (sanity: lr, steps, global_batch; stage1/stage2: lr, epochs, lora_dropout), read
+    where it is used, so a knob reaches the library call in a step or two.
+    """
 
     label: str
-    base_dir: Path
+    p: Any
+    section: Any
     rows: list[dict[str, Any]]
-    seed: int
-    system: str                      # prompt.system
-    fields: list[str]                # schema.fields
-    max_seq_length: int              # base.max_seq_length
-    lora: Any                        # the lora section
-    train: Any                       # the train section
-    lr: float
-    steps: int | None = None         # fixed optimizer steps (sanity) ...
-    epochs: float | None = None      # ... or epochs over rows (stage1/stage2)
-    lora_dropout: float | None = None
+    base_dir: Path
     init_adapter: Path | None = None  # stage2 continues stage1's adapter
-    global_batch: int | None = None   # overrides train.global_batch (sanity overfits with small batches)
     checkpoint_dir: Path | None = None
     live_dir: Path | None = None
 
+    @property
+    def steps(self) -> int | None:
+        """Fixed optimizer steps (sanity), or None: epochs over the rows (stage1/stage2)."""
+        return getattr(self.section, "steps", None)
 
-def fingerprint(job: TrainJob) -> str:
+    @property
+    def epochs(self) -> float | None:
+        return None if self.steps is not None else float(self.section.epochs)
+
+    @property
+    def global_batch(self) -> int:
+        """sanity.global_batch overrides train.global_batch: small batches overfit in few steps."""
+        own = getattr(self.section, "global_batch", None)
+        return int(own or self.p.train.global_batch)
+
+    @property
+    def lora(self) -> LoraSpec:
+        lora, own = self.p.lora, getattr(self.section, "lora_dropout", None)
+        return LoraSpec(int(lora.r), int(lora.alpha), float(lora.dropout if own is None else own),
+                        list(lora.target_modules))
+
+
+def fingerprint(run: TrainRun) -> str:
     """What a checkpoint was made from; a checkpoint with another fingerprint is never resumed."""
+    p = run.p
     h = hashlib.sha256()
-    keys = {"seed": job.seed, "system": job.system, "fields": list(job.fields), "max_seq_length": job.max_seq_length,
-            "lora": {k: getattr(job.lora, k) for k in ("r", "alpha", "dropout", "target_modules")},
-            "train": {k: getattr(job.train, k) for k in TRAIN_KNOBS}}
-    h.update(json.dumps([job.label, job.lr, job.steps, job.epochs, job.lora_dropout, job.global_batch, keys], sort_keys=True,
+    keys = {"seed": p.seed, "system": p.prompt.system, "fields": list(p.schema.fields),
+            "max_seq_length": p.base.max_seq_length,
+            "lora": {k: getattr(p.lora, k) for k in ("r", "alpha", "dropout", "target_modules")},
+            "train": {k: getattr(p.train, k) for k in TRAIN_KNOBS}}
+    h.update(json.dumps([run.label, float(run.section.lr), run.steps, run.epochs,
+                         getattr(run.section, "lora_dropout", None), run.global_batch, keys], sort_keys=True,
                         default=str).encode())
-    for row in job.rows:
+    for row in run.rows:
         h.update(row["id"].encode())
-    for d in (job.base_dir, job.init_adapter):
+    for d in (run.base_dir, run.init_adapter):
         if d is not None:
             for f in sorted(Path(d).glob("*.safetensors")):
                 h.update(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 
-def _prepare_checkpoints(job: TrainJob) -> Path | None:
+def _prepare_checkpoints(run: TrainRun) -> Path | None:
     """Return the last resumable checkpoint, wiping checkpoints made from anything else."""
-    if job.checkpoint_dir is None:
+    if run.checkpoint_dir is None:
         return None
-    ckdir, stamp = job.checkpoint_dir, job.checkpoint_dir / "fingerprint.json"
-    want = fingerprint(job)
+    ckdir, stamp = run.checkpoint_dir, run.checkpoint_dir / "fingerprint.json"
+    want = fingerprint(run)
     if ckdir.exists() and (not stamp.exists() or json.loads(stamp.read_text()).get("fingerprint") != want):
         if is_main_process():
             shutil.rmtree(ckdir)
@@ -361,46 +381,46 @@ def sft_config(tp, seed: int, backend: str, world: int, *, output_dir: Path | st
     return SFTConfig(**{**values, **overrides})
 
 
-def train(job: TrainJob, out_dir: Path) -> dict[str, Any]:
+def train(run: TrainRun, out_dir: Path) -> dict[str, Any]:
     """Train one LoRA run and save the adapter atomically to out_dir; returns its metrics."""
     import torch
     from datasets import Dataset
 
-    tp, seed = job.train, job.seed
+    tp, seed = run.p.train, run.p.seed
     backend = choose_backend(tp.backend)
     world = world_size()
-    global_batch = int(job.global_batch or tp.global_batch)
+    global_batch = run.global_batch
     per_device = min(int(tp.per_device_batch), global_batch)
     accum = accumulation_steps(global_batch, per_device, world)
-    lora = LoraSpec(int(job.lora.r), int(job.lora.alpha),
-                    float(job.lora.dropout if job.lora_dropout is None else job.lora_dropout),
-                    list(job.lora.target_modules))
+    lora = run.lora
+    max_seq_length = int(run.p.base.max_seq_length)
     torch.manual_seed(seed)
-    model, tokenizer = load_base(job.base_dir, backend, job.max_seq_length)
+    model, tokenizer = load_base(run.base_dir, backend, max_seq_length)
     if tokenizer.pad_token_id is None:
-        raise JinmeiError(f"{job.base_dir}: tokenizer has no pad token; rebuild the base with `dvc repro base`")
-    examples, lengths = encode_rows(job.rows, tokenizer, job.system, list(job.fields), job.max_seq_length,
-                                    tp.too_long)
+        raise JinmeiError(f"{run.base_dir}: tokenizer has no pad token; rebuild the base with `dvc repro base`")
+    examples, lengths = encode_rows(run.rows, tokenizer, run.p.prompt.system, list(run.p.schema.fields),
+                                    max_seq_length, tp.too_long)
     longest = max((len(e["input_ids"]) for e in examples), default=1)
     ckpt = checkpoint_plan(tp.gradient_checkpointing, model, backend, lora, per_device, longest)
     model = add_lora(model, backend, lora, seed, ckpt)
-    if job.init_adapter is not None:
-        load_adapter_weights(model, job.init_adapter)
-    steps = job.steps if job.steps is not None else optimizer_steps(job.epochs, len(examples), global_batch)
-    resume_from = _prepare_checkpoints(job)
+    if run.init_adapter is not None:
+        load_adapter_weights(model, run.init_adapter)
+    steps = run.steps if run.steps is not None else optimizer_steps(run.epochs, len(examples), global_batch)
+    resume_from = _prepare_checkpoints(run)
     if is_main_process():
-        print(f"[{job.label}] backend={backend} processes={world} examples={len(examples)} "
+        print(f"[{run.label}] backend={backend} processes={world} examples={len(examples)} "
               f"(cut {lengths.cut}, skipped {lengths.skipped}) global_batch={global_batch} = "
               f"{per_device} x {accum} accumulation x {world} -> {steps} optimizer steps"
               + (f", resuming from {resume_from.name}" if resume_from else ""), flush=True)
-        print(f"[{job.label}] {memory.describe(ckpt)}", flush=True)
+        print(f"[{run.label}] {memory.describe(ckpt)}", flush=True)
 
     from trl import SFTTrainer
 
     scratch_dir = out_dir.parent / f".{out_dir.name}-scratch"  # Trainer wants an output_dir even when it saves nothing
-    config = sft_config(tp, seed, backend, world, output_dir=job.checkpoint_dir or scratch_dir, lr=job.lr,
-                        steps=steps, per_device=per_device, accum=accum, save=job.checkpoint_dir is not None)
-    callback = _callbacks(job.live_dir, steps, job.label, resume=resume_from is not None)
+    config = sft_config(tp, seed, backend, world, output_dir=run.checkpoint_dir or scratch_dir,
+                        lr=float(run.section.lr), steps=steps, per_device=per_device, accum=accum,
+                        save=run.checkpoint_dir is not None)
+    callback = _callbacks(run.live_dir, steps, run.label, resume=resume_from is not None)
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(examples),
                          processing_class=tokenizer, callbacks=[callback])
     from transformers.trainer_callback import PrinterCallback
@@ -438,8 +458,8 @@ def train(job: TrainJob, out_dir: Path) -> dict[str, Any]:
             trainer.model.save_pretrained(str(tmp), safe_serialization=True)
             _sort_target_modules(tmp / "adapter_config.json")
         shutil.rmtree(scratch_dir, ignore_errors=True)
-        if job.checkpoint_dir is not None:  # finished: checkpoints only ever serve a resume of this same run
-            shutil.rmtree(job.checkpoint_dir, ignore_errors=True)
+        if run.checkpoint_dir is not None:  # finished: checkpoints only ever serve a resume of this same run
+            shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     return {"metrics": metrics, "model": trainer.model, "tokenizer": tokenizer, "losses": history}
 
@@ -449,26 +469,19 @@ TRAIN_KNOBS = ("backend", "processes", "global_batch", "per_device_batch", "grad
                "loss_type")
 
 
-def job_for(p, label: str, base_dir: Path, rows: list[dict[str, Any]], lr: float, **kwargs) -> TrainJob:
-    """A TrainJob from a training stage's params (seed, prompt, schema.fields, base.max_seq_length, lora, train)."""
-    return TrainJob(label=label, base_dir=Path(base_dir), rows=rows, seed=int(p.seed), system=p.prompt.system,
-                    fields=list(p.schema.fields), max_seq_length=int(p.base.max_seq_length), lora=p.lora,
-                    train=p.train, lr=float(lr), **kwargs)
-
-
-def run_mixture(p, label: str, section, base: Path, splits: Path, out: Path, checkpoints: Path, metrics_file: Path,
+def run_mixture(p, label: str, *, base: Path, splits: Path, out: Path, checkpoints: Path, metrics: Path,
                 live: Path, init_adapter: Path | None = None) -> None:
-    """stage1 / stage2: draw the section's mixture from the training pools, train, write adapter and metrics."""
+    """stage1 / stage2: draw the stage's mixture from the training pools, train, write adapter and metrics."""
     from jinmei.train.examples import draw_mixture, load_pools
 
+    section = getattr(p, label)
     pos, empty = load_pools(splits)
     rows = draw_mixture(pos, empty, section.size, float(section.positive_ratio), random.Random(f"{p.seed}-{label}"),
                         label)
-    result = train(job_for(p, label, base, rows, section.lr,
-                           epochs=float(section.epochs), lora_dropout=section.lora_dropout, init_adapter=init_adapter,
-                           checkpoint_dir=checkpoints, live_dir=live), out)
+    result = train(TrainRun(label, p, section, rows, Path(base), init_adapter=init_adapter,
+                            checkpoint_dir=checkpoints, live_dir=live), out)
     if is_main_process():
         n_pos = sum(1 for r in rows if r["output"]["persons"])
-        write_json(metrics_file, {**result["metrics"], "mixture_size": len(rows),
-                                  "mixture_positive_share": round(n_pos / len(rows), 4),
-                                  "epochs": float(section.epochs), "lr": float(section.lr)})
+        write_json(metrics, {**result["metrics"], "mixture_size": len(rows),
+                             "mixture_positive_share": round(n_pos / len(rows), 4),
+                             "epochs": float(section.epochs), "lr": float(section.lr)})

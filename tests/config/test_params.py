@@ -183,7 +183,7 @@ def test_typo_in_a_key_is_refused_with_a_suggestion(raw, tmp_path, key, suggesti
 def test_unknown_section_and_missing_key(raw, tmp_path):
     with pytest.raises(JinmeiError, match="params.yaml evl: unknown key; did you mean 'eval'"):
         refuse({**raw, "evl": {"grammar": True}}, "demo", tmp_path)
-    with pytest.raises(JinmeiError, match=r"params.yaml stage2.lr: missing; add it to the 'stage2' section \(default"):
+    with pytest.raises(JinmeiError, match=r"params.yaml stage2.lr: missing; add it to the 'stage2' section"):
         refuse(with_change(raw, "stage2.lr", DELETE), "demo", tmp_path)
     without_eval = {k: v for k, v in raw.items() if k != "eval"}
     with pytest.raises(JinmeiError, match="section 'eval' is missing"):

@@ -113,6 +113,6 @@ def test_tiny_pipeline_runs_from_base_to_eval(name, tmp_path_factory):
     assert ran[ran.index("base"):] == ["base", "sanity", "stage1", "stage2", "merge", "quantize", "eval"], output
     report = json.loads((repo / "metrics" / "details" / "quantize.json").read_text())
     assert report["tokenizer_parity"]["identical"] and report["tokenizer_parity"]["family"]
-    metrics = json.loads((repo / "metrics" / "eval.json").read_text())
-    assert metrics["dev_all"]["n"] > 0 and "false_positive_rate_ci95" in metrics["dev_all"]
+    metrics = json.loads((repo / "metrics" / "details" / "eval.json").read_text())
+    assert metrics["dev_all"]["n"] > 0 and "false_positive_rate" in metrics["dev_all"]["ci95"]
     shutil.rmtree(repo / ".dvc" / "cache", ignore_errors=True)

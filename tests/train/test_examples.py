@@ -81,6 +81,7 @@ def test_length_grouping_sees_the_prompt_not_the_answer(tiny_base, params, tmp_p
     class (an answer-inclusive length put positives and empties in separate batches, and stage1 learned
     "always positive")."""
     import copy
+    import dataclasses
 
     from transformers import trainer_pt_utils
 
@@ -99,8 +100,9 @@ def test_length_grouping_sees_the_prompt_not_the_answer(tiny_base, params, tmp_p
     p["train"].update(group_by_length=True, global_batch=2, per_device_batch=2)
     from jinmei.config.params import parse
 
-    job = train_mod.job_for(parse(p), "t", tiny_base, [positive, empty, ROWS[1]], 1e-3, steps=1)
-    train_mod.train(job, tmp_path / "adapter")
+    parsed = parse(p)
+    section = dataclasses.replace(parsed.sanity, lr=1e-3, steps=1, global_batch=None)
+    train_mod.train(train_mod.TrainRun("t", parsed, section, [positive, empty, ROWS[1]], tiny_base), tmp_path / "adapter")
     lengths = list(seen["lengths"])
     assert lengths[0] == lengths[1] != lengths[2], lengths
     assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
