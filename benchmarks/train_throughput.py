@@ -3,7 +3,7 @@
 Why: the recipe claims Unsloth is the fast path and that length-grouped batches keep padding low; this
 measures both on the same model, the same batches and the same card, and says how far the card is used.
 
-No weights or tokenizer can be downloaded on the GPU machines, so the model is a real architecture's
+No weights or tokenizer can be downloaded on an offline GPU host, so the model is a real architecture's
 config (Qwen2.5-1.5B or Qwen2.5-7B shape) with random bf16 weights saved once to a folder that both
 backends load (throughput does not depend on weight values), and the data are synthetic token-id rows
 whose lengths follow Japanese news articles (see `synth_lengths` and docs/gpu-benchmark.md).
@@ -43,7 +43,7 @@ SHAPES = {
                          intermediate_size=8960, vocab_size=151936, tie_word_embeddings=True),
     "qwen2.5-7b": dict(hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
                        intermediate_size=18944, vocab_size=152064, tie_word_embeddings=False),
-    # the bundled base model's own shape (Llama architecture): sizes the at-scale run (benchmarks/at_scale)
+    # the bundled base model's own shape (Llama architecture): sizes the at-scale run (profiles/at-scale.yaml)
     "smollm2-135m": dict(hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
                          intermediate_size=1536, vocab_size=49152, tie_word_embeddings=True),
     "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,

@@ -1,7 +1,7 @@
 """llama.cpp inference shared by eval, predict and the throughput benchmark.
 
 Greedy decoding only: the answers must be exactly what `create_chat_completion(temperature=0)` gives
-(tests/test_llm.py checks it), only faster. The speed comes from three things that change no output:
+(tests/infer/test_engine.py checks it), only faster. The speed comes from three things that change no output:
 the system prompt's KV cache is computed once and shared by every article, several articles decode
 together in one multi-sequence `llama_batch` (one weight pass serves all of them), and `eval.workers`
 processes split the articles.

@@ -1,4 +1,4 @@
-"""Ollama Modelfiles per chat-template family (issue 17): the Go TEMPLATE, stops, and a Go renderer.
+"""Ollama Modelfiles per chat-template family: the Go TEMPLATE, stops, and a Go renderer.
 
 A fine-tuned model answers well only if it sees at inference exactly the token sequence it was
 trained on. Under Ollama that sequence comes from the Modelfile's TEMPLATE (Go text/template),

@@ -100,7 +100,7 @@ def test_conflicting_duplicate_is_counted(tmp_path):
 
 
 def test_one_class_corpora_pass_the_contract():
-    """Positives only or empties only are valid corpora; the split stage refuses them (tests/test_split.py)."""
+    """Positives only or empties only are valid corpora; the split stage refuses them (tests/data/test_splitting.py)."""
     assert load_corpus(BAD / "positives_only.jsonl", FIELDS)[1]["empties"] == 0
     assert load_corpus(BAD / "empties_only.jsonl", FIELDS)[1]["positives"] == 0
 

@@ -79,7 +79,7 @@ def write_params(path: Path, **sections) -> Path:
 @pytest.fixture(scope="session")
 def real(tmp_path_factory) -> dict[str, Path]:
     """SmolLM2 (bundled) + random LoRA -> merged -> f16 and Q4_K_M GGUF."""
-    shared = tmp_path_factory.getbasetemp() / "bundled-base"  # the same folder tests/test_base.py builds
+    shared = tmp_path_factory.getbasetemp() / "bundled-base"  # the same folder tests/model/test_basemodel.py builds
     root = tmp_path_factory.mktemp("real")
     with one_thread():
         if not (shared / "config.json").exists():
@@ -108,7 +108,6 @@ def _build_tiny(root: Path) -> dict[str, Path]:
         patch.setenv("JINMEI_PARAMS", str(params))
         merge_stage.main(["--base", str(root / "base"), "--adapter", str(root / "adapter"), "--out", str(root / "merged")])
         quantize_stage.main(["--merged", str(root / "merged"), "--out-dir", str(root / "gguf"),
-                             "--report", str(root / "metrics" / "quantize.json"),
                              "--details", str(root / "metrics" / "details.json")])
     report = json.loads((root / "metrics" / "details.json").read_text(encoding="utf-8"))
     return {"root": root, "merged": root / "merged", "gguf": root / "gguf", "f16": Path(report["f16_gguf"]),
@@ -362,7 +361,7 @@ def test_no_gguf_is_loaded_in_the_stage_process(tiny, tmp_path):
     import subprocess
     import sys
 
-    probe = ("import sys; from pathlib import Path; from jinmei import export; import torch; "
+    probe = ("import sys; from pathlib import Path; from jinmei.export import gguf as export; import torch; "
              "report = export.export(Path(sys.argv[1]), Path(sys.argv[2]), 'Q4_K_M', 'tiny', sys.argv[3]); "
              "found = export.vocab_check(Path(sys.argv[1]), sys.argv[3]); "
              "print(report['tokenizer_parity']['identical'], found['identical'], 'llama_cpp' in sys.modules)")

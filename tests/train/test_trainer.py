@@ -1,7 +1,7 @@
 """The Unsloth backend does what the plain backend does (runs where CUDA and unsloth exist).
 
-On the GPU machine: JINMEI_TEST_BASE=<a base model folder> python -m pytest tests/train/test_trainer.py
-(benchmarks/gpu_pipeline.sh; tests/train/test_memory.py in a pytest of its own, since unsloth patches Llama).
+On a GPU host: JINMEI_TEST_BASE=<a base model folder> python -m pytest tests/train/test_trainer.py, then
+tests/train/test_memory.py in a pytest of its own (unsloth patches Llama process-wide).
 """
 import importlib.util
 import json

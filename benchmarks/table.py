@@ -1,11 +1,12 @@
 """The decision table from saved predictions: every count re-scored by the eval stage's own scoring, then
 checked against the rates that folder's metrics/eval.json printed, so a row in the README is never copied by hand.
 
-    python benchmarks/at_scale/table.py base=benchmarks/results/at-scale/run-2026-12-02c \
+    python benchmarks/table.py base=benchmarks/results/at-scale/run-2026-12-02c \
         stage1-only=benchmarks/results/at-scale/run-2026-12-04/lanes/stage1-only
 
-A folder holds predictions/dev_all.jsonl[.xz], predictions/dev_positive.jsonl[.xz] and metrics/eval.json
-(run folders and lane folders both do). Exit 1 when a re-scored rate differs from the folder's eval.json.
+A folder holds predictions/dev_all.jsonl[.xz], predictions/dev_positive.jsonl[.xz] and metrics/details/eval.json
+(metrics/eval.json in run folders written before the headline file became flat). Exit 1 when a re-scored rate
+differs from the folder's eval.json.
 A second table puts each row against the first: Dev-Positive person precision with its Wilson interval (are two
 rows' differences noise?) and how many answers are character for character the first row's (how far two trainings
 moved apart).
@@ -35,7 +36,8 @@ def read_predictions(folder: Path, split: str) -> list[dict]:
 def row(label: str, folder: Path, fields: list[str], first: dict | None):
     """The row's two table lines, its mismatches with eval.json, and its answers by split and id. first: the first
     row's answers (None while scoring the first row itself)."""
-    printed = json.loads((folder / "metrics" / "eval.json").read_text(encoding="utf-8"))
+    details = folder / "metrics" / "details" / "eval.json"   # today's layout; older run folders keep the nested
+    printed = json.loads((details if details.exists() else folder / "metrics" / "eval.json").read_text(encoding="utf-8"))
     scored, answers = {}, {}
     for split in ("dev_all", "dev_positive"):
         predictions = read_predictions(folder, split)

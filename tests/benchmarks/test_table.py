@@ -1,4 +1,4 @@
-"""benchmarks/at_scale/table.py: counts re-scored from predictions, and a refusal when eval.json disagrees."""
+"""benchmarks/table.py: counts re-scored from predictions, and a refusal when eval.json disagrees."""
 import json
 import lzma
 import shutil
@@ -9,7 +9,7 @@ from pathlib import Path
 from jinmei.files import write_jsonl
 from jinmei.template.prompt import answer_text
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 FIELDS = ["name", "act", "address", "signature"]
 EMPTY = {"persons": []}
@@ -48,7 +48,7 @@ def lane(tmp_path, eval_json):
 
 def table(*folders):
     rows = [f"{chr(ord('a') + i)}={folder}" for i, folder in enumerate(folders)]
-    return subprocess.run([sys.executable, str(ROOT / "benchmarks/at_scale/table.py"), *rows],
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks/table.py"), *rows],
                           capture_output=True, text=True, cwd=ROOT)
 
 
