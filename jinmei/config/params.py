@@ -172,6 +172,9 @@ class Split:
                                   "articles holding a special-token string of the base tokenizer (kept as text)")
     on_name_not_in_text: str = knob(one_of("warn", "error", "drop"),
                                     "persons whose name does not occur in their article: a label no model can extract")
+    too_long: str = knob(one_of("refuse", "cut", "drop", "keep"), "a dev article whose prompt plus gold answer "
+                         "does not fit eval.n_ctx / eval.max_new_tokens: refuse the corpus (naming the ids), cut the "
+                         "article, drop it (counted), or keep it and score it as a failure")
 
 
 @dataclass(frozen=True)
