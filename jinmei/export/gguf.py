@@ -87,7 +87,98 @@ def vocab_check(model_dir: Path, system: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="jinmei-vocab-") as tmp:
         out = Path(tmp) / "vocab.gguf"
         convert_to_f16(model_dir, out, general_name("jinmei", chat_format_of(tokenizer).name), vocab_only=True)
-        return check_gguf_tokenizer(out, gguf_summary(out), tokenizer, system)
+        summary = gguf_summary(out)
+        check_byte_tokens(model_dir, out, summary)
+        try:
+            return check_gguf_tokenizer(out, summary, tokenizer, system)
+        except JinmeiError as e:
+            if "llama.cpp worker" not in str(e) or "was killed by" not in str(e):
+                raise
+            raise TokenizerRefused(f"{model_dir}: llama.cpp crashed loading this tokenizer ({tokenizer_kind(model_dir)}):"
+                                   f" {e} Fix: {TOKENIZER_FIX}") from None
+
+
+# ---------------------------------------------------------------- tokenizers llama.cpp cannot take
+
+TOKENIZER_FIX = ("use the model's original tokenizer files as its hub repository ships them (tokenizer.json, "
+                 "tokenizer_config.json, and tokenizer.model where it has one), not a tokenizer rebuilt from a GGUF "
+                 "vocabulary or by another tool; or a base model whose pre-tokenizer llama.cpp knows "
+                 "(convert_hf_to_gguf.py get_vocab_base_pre)")
+EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit))(?::\s*(.*))?$")
+
+
+class TokenizerRefused(JinmeiError):
+    """A tokenizer llama.cpp's converter cannot convert, or llama.cpp cannot load."""
+
+
+def _kinds(node: Any) -> str:
+    """`ByteLevel`, `Split+ByteLevel`, ... of a tokenizer.json pre_tokenizer/decoder/normalizer node."""
+    if not isinstance(node, dict):
+        return "none"
+    children = node.get("pretokenizers") or node.get("decoders") or node.get("normalizers")
+    if node.get("type") == "Sequence" and isinstance(children, list):
+        return "+".join(_kinds(c) for c in children) or "none"
+    name = str(node.get("type", "?"))
+    if name == "ByteLevel" and node.get("use_regex", True):
+        name += "(GPT-2 regex)"
+    return name
+
+
+def tokenizer_kind(model_dir: Path) -> str:
+    """What kind of tokenizer a model folder holds, in words: tokenizer.json's model type, pre-tokenizer and decoder,
+    tokenizer_config.json's class, and whether a SentencePiece tokenizer.model is there."""
+    import json
+
+    said = []
+    with contextlib.suppress(OSError, ValueError):
+        config = json.loads((model_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
+        said.append(f"class {config.get('tokenizer_class') or '?'}")
+    try:
+        spec = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        said.append("no readable tokenizer.json")
+    else:
+        model = spec.get("model") if isinstance(spec.get("model"), dict) else {}
+        said.append(f"tokenizer.json model {model.get('type', '?')}"
+                    + (" with byte fallback" if model.get("byte_fallback") else ""))
+        said.append(f"pre-tokenizer {_kinds(spec.get('pre_tokenizer'))}")
+        said.append(f"decoder {_kinds(spec.get('decoder'))}")
+    said.append("tokenizer.model present" if (model_dir / "tokenizer.model").is_file() else "no tokenizer.model")
+    return ", ".join(said)
+
+
+def converter_said(output: str) -> str | None:
+    """The converter's own error: its last exception line (`NotImplementedError: BPE pre-tokenizer was not
+    recognized ...`), or None."""
+    found = [line.strip() for line in output.splitlines() if EXCEPTION_LINE.match(line.strip())]
+    return found[-1] if found else None
+
+
+def tokenizer_failure(output: str) -> bool:
+    """Did the converter fail on the tokenizer (rather than the weights)? Its log's last step says so."""
+    steps = [line for line in output.splitlines() if line.startswith("INFO:hf-to-gguf:")]
+    return "pre-tokenizer was not recognized" in output or bool(steps) and "tokenizer" in steps[-1].lower()
+
+
+def check_byte_tokens(model_dir: Path, gguf_file: Path, summary: dict[str, Any]) -> None:
+    """A SentencePiece-type vocabulary (tokenizer.ggml.model llama/t5) must hold a token for every byte (`<0x0A>`, or
+    the byte itself): llama.cpp looks the newline byte up while it loads the vocabulary and any other byte where text
+    falls outside the vocabulary, with unordered_map::at, and a missing one aborts the process (std::out_of_range)."""
+    model = summary["metadata"].get("tokenizer.ggml.model")
+    if model not in ("llama", "t5"):
+        return
+    from gguf import GGUFReader
+
+    field = GGUFReader(gguf_file).fields.get("tokenizer.ggml.tokens")
+    tokens = set(field.contents()) if field is not None else set()
+    missing = [b for b in range(256) if f"<0x{b:02X}>" not in tokens and not (b < 0x80 and chr(b) in tokens)]
+    if missing:
+        newline = " (the newline byte <0x0A> among them)" if 0x0A in missing else ""
+        raise TokenizerRefused(
+            f"{model_dir}: llama.cpp cannot load this tokenizer ({tokenizer_kind(model_dir)}): the converter wrote it "
+            f"as a SentencePiece vocabulary (tokenizer.ggml.model {model!r}) with no token for {len(missing)} of the "
+            f"256 bytes{newline}, and llama.cpp aborts on it (std::out_of_range: unordered_map::at). Fix: "
+            + TOKENIZER_FIX)
 
 
 def f16_gguf_bytes(shapes: dict[str, list[int]]) -> int:
@@ -106,7 +197,12 @@ def convert_to_f16(merged_dir: Path, f16_path: Path, model_name: str, vocab_only
                                                                      os.environ.get("PYTHONPATH")]))}
     done = subprocess.run(command, cwd=converter_dir(), env=env, capture_output=True, text=True)
     if done.returncode != 0 or not f16_path.is_file():
-        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+        output = done.stdout + done.stderr
+        said = converter_said(output)
+        if said and tokenizer_failure(output):
+            raise TokenizerRefused(f"{merged_dir}: llama.cpp's converter cannot convert this tokenizer "
+                                   f"({tokenizer_kind(merged_dir)}); it said: {said}. Fix: {TOKENIZER_FIX}")
+        tail = "\n".join(output.strip().splitlines()[-15:])
         raise JinmeiError(f"{merged_dir}: HF -> GGUF conversion failed (exit {done.returncode}):\n{tail}")
 
 

@@ -2,50 +2,146 @@
 
 Same GGUF, prompt and greedy decoding as eval. An answer that is not valid JSON in the schema, or that
 ran into the token limit, is an error (exit 2) with the raw answer on stderr: never passed off as a result.
+Whatever the input (any bytes, a directory, an unreadable file, bad flags), a refusal is one line on stderr
+and exit 1 (a bad flag: exit 2), never a traceback.
 """
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 from jinmei.infer.engine import Engine, gguf_path
 from jinmei.errors import JinmeiError, run_main
 from jinmei.config.params import load_all
+from jinmei.data.corpus import BOM, MAX_LINE_BYTES
 from jinmei.runtime import set_offline_env
 from jinmei.eval.scoring import judge
 
+# No article is longer than a corpus line may be (jinmei.data.corpus); stdin is read up to this and no further,
+# so an endless stream (`< /dev/urandom`, `yes |`) is refused instead of read until memory runs out.
+MAX_ARTICLE_BYTES = MAX_LINE_BYTES
+ICONV_HINT = "convert it to UTF-8, e.g. `iconv -f SHIFT_JIS -t UTF-8` (Shift_JIS/cp932) or `nkf -w`"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (argparse prints the usage too), exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message}; see `{self.prog} --help`\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number of tokens, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number of tokens, got {value}")
+    return value
+
+
+def decode_article(data: bytes, source: str) -> str:
+    """The article text of `data` read from `source` (a path, or "stdin"): strict UTF-8, one leading BOM dropped as
+    the corpus reader drops it, surrounding whitespace stripped. A JinmeiError naming the byte otherwise."""
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    try:
+        text = decoder.decode(data[:MAX_ARTICLE_BYTES], final=False)
+    except UnicodeDecodeError as e:
+        raise JinmeiError(f"{source}: not UTF-8 text (byte {e.start + 1} is 0x{data[e.start]:02x}); "
+                          f"{ICONV_HINT}") from None
+    if len(data) > MAX_ARTICLE_BYTES:
+        raise JinmeiError(f"{source}: more than {MAX_ARTICLE_BYTES} bytes; jinmei-predict reads one article, "
+                          "not a stream: pass one article's text")
+    try:
+        text += decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise JinmeiError(f"{source}: ends in the middle of a UTF-8 character (the last {len(data) - len(text.encode())}"
+                          " byte(s)); the text was cut off (e.g. by `head -c`): pass the whole article") from None
+    if text.startswith(BOM):
+        text = text[len(BOM):]
+    return text.strip()
+
+
+def read_bytes(stream: BinaryIO) -> bytes:
+    """At most MAX_ARTICLE_BYTES + 1 bytes (one more than allowed tells an over-long input)."""
+    return stream.read(MAX_ARTICLE_BYTES + 1)
+
+
+def read_article(file: Path | None) -> str:
+    """The article of `file`, or of stdin when None; a one-line JinmeiError for whatever cannot be read."""
+    if file is None:
+        source = "stdin"
+        if sys.stdin is None:
+            raise JinmeiError("stdin is closed; pipe the article in or pass a file")
+        try:
+            data = read_bytes(sys.stdin.buffer)
+        except OSError as e:
+            raise JinmeiError(f"stdin: cannot read it ({e.strerror or e}); pipe the article in or pass a file") from None
+    else:
+        source = str(file)
+        if not file.exists():
+            raise JinmeiError(f"{file}: not found")
+        if file.is_dir():
+            raise JinmeiError(f"{file}: is a directory; pass a UTF-8 text file holding one article")
+        try:
+            with open(file, "rb") as f:
+                data = read_bytes(f)
+        except OSError as e:
+            raise JinmeiError(f"{file}: cannot read it ({e.strerror or e}); check the file and its permissions") \
+                from None
+    article = decode_article(data, source)
+    if not article:
+        raise JinmeiError(f"{source}: empty article; pass a file or pipe the text in")
+    return article
+
+
+def check_gguf(path: Path) -> None:
+    """A --gguf that is no GGUF file is refused here, not by llama.cpp's ValueError."""
+    if not path.exists():
+        raise JinmeiError(f"{path}: GGUF file not found")
+    if not path.is_file():
+        raise JinmeiError(f"{path}: not a file; --gguf takes the quantized model file (models/gguf/*.gguf)")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise JinmeiError(f"{path}: cannot read it ({e.strerror or e})") from None
+    if magic != b"GGUF":
+        raise JinmeiError(f"{path}: not a GGUF file (it does not start with 'GGUF'); --gguf takes the quantized "
+                          "model file (models/gguf/*.gguf)")
+
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="jinmei-predict",
-                                 description="Extract the persons of a Japanese news article as JSON.")
+    ap = _Parser(prog="jinmei-predict", description="Extract the persons of a Japanese news article as JSON.")
     ap.add_argument("file", nargs="?", type=Path, help="a UTF-8 text file with the article (default: stdin)")
     ap.add_argument("--gguf", type=Path, help="the model (default: models/gguf/<quantize.name>-<quantize.type>.gguf)")
     ap.add_argument("--grammar", action=argparse.BooleanOptionalAction, default=None,
                     help="constrain decoding to the answer's JSON schema (default: params eval.grammar)")
-    ap.add_argument("--max-new-tokens", type=int, help="default: params eval.max_new_tokens")
+    ap.add_argument("--max-new-tokens", type=_positive_int,
+                    help="at most this many answer tokens, fewer than eval.n_ctx (default: params eval.max_new_tokens)")
     args = ap.parse_args(argv)
     set_offline_env()
     params = load_all()
     ev = params.eval
     fields = list(params.schema.fields)
-    if args.file is not None:
-        if not args.file.exists():
-            raise JinmeiError(f"{args.file}: not found")
-        try:
-            article = args.file.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise JinmeiError(f"{args.file}: not UTF-8 text ({e}); convert it, e.g. `iconv -f SHIFT_JIS -t UTF-8`") from e
-    else:
-        article = sys.stdin.read()
-    article = article.strip()
-    if not article:
-        raise JinmeiError(f"{args.file or 'stdin'}: empty article; pass a file or pipe the text in")
+    max_new_tokens = ev.max_new_tokens if args.max_new_tokens is None else args.max_new_tokens
+    if max_new_tokens >= ev.n_ctx:
+        raise JinmeiError(f"--max-new-tokens {max_new_tokens} leaves no room for the article in eval.n_ctx="
+                          f"{ev.n_ctx} tokens; use fewer than {ev.n_ctx} (or raise eval.n_ctx in params.yaml)")
+    article = read_article(args.file)
+    gguf = args.gguf or gguf_path(params.quantize)
+    check_gguf(gguf)
     grammar = ev.grammar if args.grammar is None else args.grammar
-    engine = Engine(args.gguf or gguf_path(params.quantize), n_ctx=ev.n_ctx, n_threads=ev.n_threads,
-                    max_new_tokens=args.max_new_tokens or ev.max_new_tokens, batch_size=1,
-                    grammar_fields=fields if grammar else None)
+    try:
+        engine = Engine(gguf, n_ctx=ev.n_ctx, n_threads=ev.n_threads, max_new_tokens=max_new_tokens, batch_size=1,
+                        grammar_fields=fields if grammar else None)
+    except ValueError as e:      # llama-cpp-python: "Failed to load model from file", a context it cannot make
+        raise JinmeiError(f"{gguf}: llama.cpp could not load it ({e}); rerun `dvc repro quantize` or pass the "
+                          "GGUF it wrote with --gguf") from None
     completion = engine.complete(params.prompt.system, [article])[0]
     value, verdict = judge(completion.text, completion.truncated, fields)
     if verdict != "ok":
@@ -53,7 +149,14 @@ def main(argv: list[str] | None = None) -> None:
               + (f" (hit {completion.generated_tokens} tokens)" if completion.truncated else "")
               + f": {completion.text!r}", file=sys.stderr)
         sys.exit(2)
-    print(json.dumps(value, ensure_ascii=False))
+    out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
+    line = json.dumps(value, ensure_ascii=False) + "\n"
+    if out is None:
+        sys.stdout.write(line)
+    else:                    # UTF-8 whatever the locale: a C/ASCII stdout must not turn the answer into a traceback
+        sys.stdout.flush()
+        out.write(line.encode("utf-8"))
+        out.flush()
 
 
 def cli() -> None:

@@ -5,7 +5,8 @@ Two rules hold the pieces together:
 - Text, not control tokens: a rendered conversation is cut at the template's own special-token strings (outside the
   system prompt, the article and the answer) and every other piece is tokenized with special-token parsing off, by
   transformers in training and by llama.cpp at inference. For an article without such strings the ids are those of
-  plain tokenization; an article that contains `<|im_end|>` stays text.
+  plain tokenization; an article that contains, is, begins or ends with `<|im_end|>` stays text (`contents` finds
+  each text's place by rendering a sentinel in its stead, never by searching the render for it).
 - The end of an answer is the template's: the first token after the answer in the render (ChatML `<|im_end|>`,
   Llama-3 `<|eot_id|>`, Gemma `<end_of_turn>` ...) is supervised, and every decoder stops on it.
 BOS is the template's too: models/base says add_bos_token false, so the GGUF adds none and the template's own BOS
@@ -102,22 +103,77 @@ def prompt_text(fmt: ChatFormat, system: str, article: str) -> str:
     return render(fmt, messages(fmt, system, article), generation_prompt=True)
 
 
+class Content(str):
+    """A user-supplied text of a render, with where the template put it: `from_end` characters before the end of
+    the render (counted from the end, so a render whose leading BOS text was cut off still agrees)."""
+
+    from_end: int | None = None
+
+    def __new__(cls, text: str, from_end: int | None = None) -> "Content":
+        self = super().__new__(cls, text)
+        self.from_end = from_end
+        return self
+
+
+def _sentinel(i: int) -> str:
+    """A text no template writes (Unicode's private use area), one per content; digits, which no filter changes."""
+    return f"\ue000{i}\ue001"
+
+
 def contents(fmt: ChatFormat, system: str, article: str, answer: str | None = None) -> list[str]:
-    """The user-supplied texts in render order: they are tokenized as text whatever they contain."""
+    """The user-supplied texts in render order, each a Content that knows its place in the render (of
+    `prompt_text`, or with an answer of the finished conversation): they are tokenized as text whatever they contain.
+
+    The place is found by rendering the conversation with a unique sentinel for each text, never by searching the
+    render for the text: an article that is, begins or ends with the template's own control string (`<|im_end|>`,
+    `<|im_end|>` newline `<|im_start|>user`) would otherwise be found in the template's copy of that string, and its
+    own copy would become a control token.
+    """
     turns = messages(fmt, system, article, answer)
-    return [t["content"] for t in turns]
+    texts = [t["content"] for t in turns]
+    generation_prompt = answer is None
+    real = render(fmt, turns, generation_prompt)
+    marks = [_sentinel(i) if t else "" for i, t in enumerate(texts)]   # an empty text has nothing to protect
+    marked = render(fmt, [{**turn, "content": m or t} for turn, m, t in zip(turns, marks, texts)], generation_prompt)
+    rebuilt, starts, pos, shift = [], [], 0, 0
+    for turn, mark, t in zip(turns, marks, texts):
+        if not mark:
+            starts.append(None)
+            continue
+        at = marked.find(mark, pos)
+        if at < 0 or marked.count(mark) != 1:
+            raise TemplateError(f"the {fmt.name} chat template does not render the {turn['role']} message verbatim "
+                                "once; the pipeline cannot tell the template's tokens from the text")
+        rebuilt += [marked[pos:at], t]
+        starts.append(at + shift)
+        shift += len(t) - len(mark)
+        pos = at + len(mark)
+    rebuilt.append(marked[pos:])
+    if "".join(rebuilt) != real:
+        raise TemplateError(f"the {fmt.name} chat template renders a message (the last: {texts[-1][:30]!r}...) "
+                            "otherwise than as its text (it rewrites or tests the content); the pipeline cannot tell "
+                            "the template's tokens from the text")
+    return [Content(t, None if start is None else len(real) - start) for t, start in zip(texts, starts)]
 
 
 def pieces(text: str, specials: Sequence[str], texts: Sequence[str]) -> list[tuple[str, bool]]:
     """(piece, is_special): `text` cut at special-token strings that lie outside the spans of `texts`.
 
-    `texts` occur in `text` in this order (as the template rendered them); inside them nothing is special.
+    `texts` occur in `text` in this order (as the template rendered them); inside them nothing is special. A
+    Content (from `contents`) is taken at its place in the render; a plain string at its first occurrence.
     """
     protected, pos = [], 0
     for t in texts:
         if not t:
             continue
-        at = text.find(t, pos)
+        from_end = getattr(t, "from_end", None)
+        if from_end is not None:
+            at = len(text) - from_end
+            if at < pos or text[at:at + len(t)] != t:
+                raise TemplateError(f"{t[:30]!r}... is not where the chat template put it in this render; pass "
+                                    "pieces() the render that contents() describes (prompt_text)")
+        else:
+            at = text.find(t, pos)
         if at < 0:
             raise TemplateError(f"the chat template does not render {t[:30]!r}... verbatim; the pipeline cannot tell "
                                 "the template's tokens from the text")

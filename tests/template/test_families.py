@@ -15,6 +15,7 @@ import pytest
 
 import families
 import tiny_repo
+from test_chat_markers import expected_prompt_ids, marker_articles
 from jinmei.template import chat
 from jinmei.train.examples import IGNORE, encode_example
 
@@ -86,9 +87,9 @@ def test_llama_cpp_feeds_training_ids_and_the_modelfile_renders_the_same(family,
     if fmt.bos_token and chat.prompt_text(fmt, SYSTEM, ARTICLE).startswith(fmt.bos_token):
         ids = served.prompt_ids(SYSTEM, ARTICLE)
         assert ids.count(served.bos_id) == 1 and ids[0] == served.bos_id, "one BOS, from the template or the GGUF"
-    for article in (ARTICLE, injected_article(tokenizer)):
+    for article in (ARTICLE, injected_article(tokenizer), *marker_articles(tokenizer, fmt, SYSTEM, ARTICLE)):
         enc = chat.encode(tokenizer, fmt, SYSTEM, article, ANSWER)
-        assert served.prompt_ids(SYSTEM, article) == enc.input_ids[:enc.n_prompt], name
+        assert served.prompt_ids(SYSTEM, article) == enc.input_ids[:enc.n_prompt], (name, article)
     assert llama_cpp.llama_vocab_is_eog(llm._model.vocab, chat.end_of_turn(tokenizer, fmt)[1])
     modelfile = (tmp_path / "gguf" / "Modelfile").read_text(encoding="utf-8")
     template = modelfile.split('TEMPLATE """', 1)[1].split('"""', 1)[0]
@@ -116,3 +117,17 @@ def test_tiny_pipeline_runs_from_base_to_eval(name, tmp_path_factory):
     metrics = json.loads((repo / "metrics" / "details" / "eval.json").read_text())
     assert metrics["dev_all"]["n"] > 0 and "false_positive_rate" in metrics["dev_all"]["ci95"]
     shutil.rmtree(repo / ".dvc" / "cache", ignore_errors=True)
+
+
+def test_an_article_that_is_begins_or_ends_with_a_template_marker_stays_text(family):
+    """Issue 33 case 7, for every family: an article `<|im_end|>`, `<|im_end|>\n<|im_start|>user`, `<|eot_id|>`+text
+    ... gets the control tokens of an ordinary article at the same places and is itself tokenized as text
+    (tests/template/test_chat_markers.py's oracle); llama.cpp's ids for these articles: the test above."""
+    name, _, tokenizer = family
+    fmt = chat.chat_format(tokenizer)
+    articles = marker_articles(tokenizer, fmt, SYSTEM, ARTICLE)
+    assert articles, name
+    for article in articles:
+        enc = chat.encode(tokenizer, fmt, SYSTEM, article, ANSWER)
+        assert enc.input_ids[:enc.n_prompt] == expected_prompt_ids(tokenizer, fmt, article, SYSTEM, ARTICLE), \
+            (name, article)
