@@ -1,5 +1,5 @@
-"""`split`: check the corpus line by line, drop duplicates, write the fixed dev sets and the training pools
-(jinmei.data.splitting; docs/corpus.md has the contract)."""
+"""`split`: check the corpus line by line, drop duplicates, write the fixed dev sets and the training pools, every dev
+article measured against eval's budget (jinmei.data.splitting; docs/corpus.md has the contract)."""
 import argparse
 from pathlib import Path
 
@@ -20,8 +20,11 @@ def main(argv=None):
     set_offline_env()
     p = params.load("split")
     preflight.check("split")
-    specials = special_tokens(basemodel.load_tokenizer(p.base.model.strip(), p.base.trust_remote_code))
-    splitting.run(args.corpus, p.schema.fields, p.split, p.seed, args.out_dir, args.metrics, specials)
+    tokenizer = basemodel.load_tokenizer(p.base.model.strip(), p.base.trust_remote_code)
+    budget = splitting.EvalBudget(tokenizer, p.prompt.system, list(p.schema.fields), p.eval.n_ctx,
+                                  p.eval.max_new_tokens)
+    splitting.run(args.corpus, p.schema.fields, p.split, p.seed, args.out_dir, args.metrics,
+                  special_tokens(tokenizer), budget)
 
 
 if __name__ == "__main__":

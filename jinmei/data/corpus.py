@@ -7,15 +7,29 @@ change; no byte content may escape as a traceback. docs/corpus.md lists every ca
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
 from jinmei.errors import JinmeiError
 
-# One article per line; a line this long is a broken export (a whole file on one line), not news.
-MAX_LINE_BYTES = 1 << 20
+# One article per line. 16 MiB (over 5 million Japanese characters) is far beyond any article, even a 1 MB one
+# (counted as very long, below): the limit only stops a broken export (a whole file on one line) being read whole.
+MAX_LINE_BYTES = 16 << 20
 BOM = "\ufeff"
 TOP_KEYS = ("id", "text", "output")
+# A text longer than this is counted in the split report (`texts_very_long`): no news article is this long; it is
+# likely a whole page, a concatenation or a broken export. Accepted: split measures dev articles against eval's
+# budget (split.too_long) and training cuts or skips what exceeds base.max_seq_length (train.too_long).
+LONG_TEXT_CHARS = 10_000
+# Characters with no glyph: a text, id or field made only of these (and whitespace) names nothing.
+INVISIBLE_CATEGORIES = {"Cc", "Cf", "Zs", "Zl", "Zp", "Mn", "Me", "Cn", "Cs"}
+BLANK_LETTERS = {"\u115f", "\u1160", "\u3164", "\uffa0", "\u2800"}  # Hangul fillers, the blank Braille pattern
+# Control characters counted in the split report (`texts_with_control_chars`): C0/C1 controls (category Cc) other
+# than tab and newline (NUL, ESC, BEL, CR, DEL ...), the Unicode line and paragraph separators and the bidirectional
+# embeddings, overrides and isolates.
+CONTROL_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 class _LineError(Exception):
@@ -30,6 +44,22 @@ def _show(value: Any, limit: int = 40) -> str:
     """A short, printable rendering of a user value for an error message (escapes lone surrogates)."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def show_id(article_id: Any, limit: int = 60) -> str:
+    """An article id as messages print it: quoted and escaped on one line (ESC, newlines, bidi overrides and
+    zero-width characters as \\x1b, \\n, \\u202e ...), so no id can move the cursor or fake a message."""
+    return _show(article_id, limit)
+
+
+def visible(text: str) -> bool:
+    """Whether a string has at least one character with a glyph (not only whitespace, zero-width or controls)."""
+    return any(unicodedata.category(ch) not in INVISIBLE_CATEGORIES and ch not in BLANK_LETTERS for ch in text)
+
+
+def has_control_chars(text: str) -> bool:
+    """Control characters other than tab and newline, U+2028/U+2029, or a bidirectional control."""
+    return CONTROL_CHARS.search(text) is not None
 
 
 def _type_name(value: Any) -> str:
@@ -96,6 +126,11 @@ def _check_person(person: Any, index: int, fields: list[str]) -> dict[str, str |
             f"{where}.{key} is {_show(value)}; the key field '{key}' must be a non-empty string "
             "(drop persons without one)"
         )
+    if not visible(value):
+        raise _LineError(
+            f"{where}.{key} is {_show(value)}, no visible character (only zero-width or control characters); "
+            "write the name, or drop the person"
+        )
     for field in fields:
         value = person[field]
         if value is None:
@@ -107,6 +142,9 @@ def _check_person(person: Any, index: int, fields: list[str]) -> dict[str, str |
         if not value.strip():
             raise _LineError(f"{where}.{field} is an empty string; use null when unknown")
         _check_string(value, f"{where}.{field}")
+        if not visible(value):
+            raise _LineError(f"{where}.{field} is {_show(value)}, no visible character (only zero-width or control "
+                             "characters); use null when unknown")
     return {f: person[f] for f in fields}
 
 
@@ -123,11 +161,17 @@ def _check_record(obj: Any, fields: list[str]) -> dict[str, Any]:
     if not isinstance(article_id, str) or not article_id.strip():
         raise _LineError(f"id is {_show(article_id)}; it must be a non-empty string (quote numbers: \"17\")")
     _check_string(article_id, "id")
+    if not visible(article_id):
+        raise _LineError(f"id is {_show(article_id)}, no visible character (only zero-width or control characters); "
+                         "give the article an id that can be read")
     if not isinstance(text, str):
         raise _LineError(f"text is {_type_name(text)}; it must be the article as a string")
     if not text.strip():
         raise _LineError("text is empty; remove the line or fill in the article")
     _check_string(text, "text")
+    if not visible(text):
+        raise _LineError(f"text is {_show(text)}, no visible character (only zero-width or control characters), "
+                         "not an article; remove the line or fill in the article")
     if not isinstance(output, dict):
         raise _LineError(f"output is {_type_name(output)}; it must be an object {{\"persons\": [...]}}")
     if set(output) != {"persons"}:
@@ -169,6 +213,8 @@ def load_corpus(path: Path | str, fields: list[str]) -> tuple[list[dict[str, Any
 
     Accepted quietly (and counted in the report): a UTF-8 BOM at the start of the file, CRLF line
     ends, blank lines, a last line without a newline. Exact-duplicate texts are dropped (first kept).
+    Accepted and listed by id: texts with control characters, texts over LONG_TEXT_CHARS, dropped duplicates
+    whose labels differ. report["line_of"] maps every id to its line.
     """
     path = Path(path)
     if (not isinstance(fields, list) or not fields or not all(isinstance(f, str) and f for f in fields)
@@ -182,6 +228,9 @@ def load_corpus(path: Path | str, fields: list[str]) -> tuple[list[dict[str, Any
     report = {
         "lines": 0, "blank_lines": 0, "crlf_lines": 0, "bom": False, "no_final_newline": False,
         "duplicate_texts_dropped": 0, "duplicate_texts_conflicting": 0,
+        # ids, in file order: the split report counts them and names the first few
+        "conflicting_ids": [], "control_char_ids": [], "very_long_ids": [],
+        "line_of": {},  # id -> its line in the file, for every message that names an article
     }
     records: list[dict[str, Any]] = []
     id_line: dict[str, int] = {}
@@ -200,8 +249,9 @@ def load_corpus(path: Path | str, fields: list[str]) -> tuple[list[dict[str, Any
             try:
                 if len(raw) > MAX_LINE_BYTES:
                     raise _LineError(
-                        f"line is longer than {MAX_LINE_BYTES} bytes; one article per line, "
-                        "split the file into one JSON object per line"
+                        f"line is longer than {MAX_LINE_BYTES} bytes ({MAX_LINE_BYTES >> 20} MiB), far more than any "
+                        "news article; if it holds several articles (a JSON array, or objects not separated by "
+                        "newlines), write one JSON object per line; if it is one article, shorten it"
                     )
                 last = not raw.endswith(b"\n")
                 line = _decode(raw, line_no)
@@ -239,10 +289,16 @@ def load_corpus(path: Path | str, fields: list[str]) -> tuple[list[dict[str, Any
                 report["duplicate_texts_dropped"] += 1
                 if records[seen]["output"] != record["output"]:
                     report["duplicate_texts_conflicting"] += 1
+                    report["conflicting_ids"].append(record["id"])
                 continue
+            if has_control_chars(record["text"]):
+                report["control_char_ids"].append(record["id"])
+            if len(record["text"]) > LONG_TEXT_CHARS:
+                report["very_long_ids"].append(record["id"])
             text_index[record["text"]] = len(records)
             records.append(record)
     report["lines"] = line_no
+    report["line_of"] = id_line
     if line_no == 0:
         raise JinmeiError(f"{path}: the file is empty; write one JSON object per line (docs/corpus.md)")
     if not records:

@@ -29,6 +29,11 @@ console = Console()
 
 def read_split(path: Path) -> list[dict[str, Any]]:
     """Split rows {id, text, output.persons}; a malformed row is named by file and line."""
+    return [row for _, row in read_split_numbered(path)]
+
+
+def read_split_numbered(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line, row) pairs of a split file: every message about an article names its file and line."""
     if not path.exists():
         raise JinmeiError(f"{path}: not found; run `dvc repro split`")
     rows = []
@@ -43,13 +48,56 @@ def read_split(path: Path) -> list[dict[str, Any]]:
             if not (isinstance(row, dict) and isinstance(row.get("text"), str) and "id" in row
                     and isinstance(row.get("output"), dict) and isinstance(row["output"].get("persons"), list)):
                 raise JinmeiError(f'{path}:{lineno}: a row needs "id", "text" and "output": {{"persons": [...]}}')
-            rows.append(row)
+            rows.append((lineno, row))
     return rows
+
+
+def show_id(article_id: Any, limit: int = 60) -> str:
+    """An id as messages print it: quoted and escaped on one line (no ESC or newline reaches the terminal)."""
+    text = repr(article_id)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def over_budget(base: Path, system: str, numbered: dict[str, list[tuple[int, dict[str, Any]]]], ev,
+                splits_dir: Path) -> dict[str, int]:
+    """{text: prompt tokens} of the articles whose prompt does not fit eval.n_ctx with eval.max_new_tokens, measured
+    with models/base's tokenizer and chat template as split measured them (the GGUF's tokenizer gives the same ids:
+    quantize checks it). Eval decodes none of them: each is one failure (verdict truncated), counted as `too_long`,
+    never a refused run; split.too_long: keep is how one gets here (split refuses, cuts or drops them otherwise)."""
+    from transformers import AutoTokenizer
+
+    from jinmei.template import chat
+
+    if not base.exists():
+        raise JinmeiError(f"{base}: not found; run `dvc repro base` (eval measures every prompt with its tokenizer)")
+    tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
+    fmt = chat.chat_format(tokenizer)
+    over: dict[str, int] = {}
+    warned = 0
+    for name, rows in numbered.items():
+        for line, row in rows:
+            n = over.get(row["text"]) or len(chat.prompt_ids(tokenizer, fmt, system, row["text"]))
+            if n + ev.max_new_tokens <= ev.n_ctx:
+                continue
+            over[row["text"]] = n
+            warned += 1
+            if warned <= 10:
+                print(f"eval: warning: {splits_dir / (name + '.jsonl')}:{line}: article {show_id(row['id'])} needs {n} "
+                      f"prompt + {ev.max_new_tokens} answer tokens, more than eval.n_ctx={ev.n_ctx}: not decoded, "
+                      "scored as a failure (verdict truncated); raise eval.n_ctx, or set split.too_long: cut or drop",
+                      flush=True)
+    if warned > 10:
+        print(f"eval: warning: {warned - 10} more article(s) too long for eval.n_ctx={ev.n_ctx}, scored as failures "
+              "(prediction rows with too_long: true)", flush=True)
+    return over
 
 
 def decode_gguf(gguf: Path, system: str, texts: list[str], ev, fields: list[str]):
     """Answers of the GGUF for each distinct text (an article in both splits is decoded once)."""
     unique = list(dict.fromkeys(texts))
+    if not unique:  # every article too long for eval.n_ctx (over_budget): nothing to decode
+        return {}, {k: 0 for k in ("articles", "seconds", "articles_per_s", "prompt_tokens_per_s",
+                                   "generated_tokens_per_s", "prompt_tokens", "generated_tokens")}
     with Progress(TextColumn("[bold]eval[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task(gguf.name, total=len(unique))
@@ -113,10 +161,12 @@ def compare_models(base: Path, stage1: Path, merged: Path, system: str, rows: li
     return out
 
 
-def prediction_row(row: dict[str, Any], scored: dict[str, Any], completion: llm.Completion) -> dict[str, Any]:
+def prediction_row(row: dict[str, Any], scored: dict[str, Any], completion: llm.Completion,
+                   too_long: bool = False) -> dict[str, Any]:
     return {"id": row["id"], "verdict": scored["verdict"], "exact": scored["exact"], "raw": completion.text,
             "parsed": scored["value"], "gold": row["output"], "truncated": completion.truncated,
-            "prompt_tokens": completion.prompt_tokens, "generated_tokens": completion.generated_tokens}
+            "prompt_tokens": completion.prompt_tokens, "generated_tokens": completion.generated_tokens,
+            "too_long": too_long}
 
 
 def rounded(obj: Any) -> Any:
@@ -189,8 +239,13 @@ def run(p, *, gguf: Path, splits_dir: Path, base: Path, stage1: Path, merged: Pa
     if not gguf.exists():
         raise JinmeiError(f"{gguf}: GGUF file not found")
     previous = advice_mod.read_optional_json(details_file)     # read before it is overwritten
-    splits = {name: read_split(splits_dir / f"{name}.jsonl") for name in SPLITS}
-    answers, throughput = decode_gguf(gguf, system, [r["text"] for rows in splits.values() for r in rows], ev, fields)
+    numbered = {name: read_split_numbered(splits_dir / f"{name}.jsonl") for name in SPLITS}
+    splits = {name: [row for _, row in rows] for name, rows in numbered.items()}
+    too_long = over_budget(base, system, numbered, ev, splits_dir)    # one failure each, never a refused run
+    answers, throughput = decode_gguf(gguf, system, [r["text"] for rows in splits.values() for r in rows
+                                                     if r["text"] not in too_long], ev, fields)
+    answers.update((text, llm.Completion(text="", prompt_tokens=n, generated_tokens=0, truncated=True))
+                   for text, n in too_long.items())
 
     metrics: dict[str, Any] = {"engine": {"grammar": int(bool(ev.grammar)), "max_new_tokens": ev.max_new_tokens,
                                           "batch_size": ev.batch_size, "n_batch": ev.n_batch,
@@ -201,8 +256,9 @@ def run(p, *, gguf: Path, splits_dir: Path, base: Path, stage1: Path, merged: Pa
         records = [{"gold": r["output"], "text": answers[r["text"]].text, "truncated": answers[r["text"]].truncated}
                    for r in rows]
         scored_rows, m = score(records, fields)
-        metrics[name] = m
-        predictions[name] = [prediction_row(r, s, answers[r["text"]]) for r, s in zip(rows, scored_rows)]
+        metrics[name] = {**m, "too_long": sum(1 for r in rows if r["text"] in too_long)}
+        predictions[name] = [prediction_row(r, s, answers[r["text"]], r["text"] in too_long)
+                             for r, s in zip(rows, scored_rows)]
         plots[f"confusion_{name}"] = confusion_rows(scored_rows)
     metrics["throughput"] = throughput
 

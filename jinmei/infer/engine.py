@@ -201,9 +201,12 @@ class Engine:
         """Answers in the order of `articles`; `progress(n)` is called as n more articles finish."""
         prompts = [self.tokenize(system, a) for a in articles]
         for i, p in enumerate(prompts):
-            if len(p) + self.max_new_tokens > self.n_ctx:
-                raise JinmeiError(f"article #{i} needs {len(p)} prompt + {self.max_new_tokens} answer tokens, "
-                                  f"more than eval.n_ctx={self.n_ctx}: raise eval.n_ctx in params.yaml")
+            if len(p) + self.max_new_tokens > self.n_ctx:  # eval measures first (no article reaches this there)
+                text = articles[i]
+                head = repr(text[:30]) + ("..." if len(text) > 30 else "")  # escaped, one line
+                raise JinmeiError(f"the article {head} ({len(text)} characters) needs {len(p)} prompt + "
+                                  f"{self.max_new_tokens} answer tokens, more than eval.n_ctx={self.n_ctx}: raise "
+                                  "eval.n_ctx in params.yaml, or shorten the article")
         # neighbours sharing long prefixes keep more of the KV cache between articles
         order = sorted(range(len(prompts)), key=lambda i: prompts[i])
         done: dict[int, Completion] = {}
@@ -547,11 +550,35 @@ def _read_reply(proc: subprocess.Popen, progress: Callable[[int], None] | None) 
     return None  # EOF: the worker ended without answering
 
 
+def _cuda_build() -> bool:
+    """Whether the installed llama-cpp-python is a GPU (CUDA) build: llama_supports_gpu_offload(), asked in a fresh
+    interpreter as scripts/setup.sh asks it (this process may hold torch, beside which no llama.cpp may load:
+    jinmei.infer.llama_worker); where that cannot answer, whether the package ships a CUDA library."""
+    import importlib.util
+
+    probe = "import llama_cpp; print(int(llama_cpp.llama_supports_gpu_offload()))"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+        answer = done.stdout.strip()[-1:]
+        if done.returncode == 0 and answer in ("0", "1"):
+            return answer == "1"
+    spec = importlib.util.find_spec("llama_cpp")
+    folders = [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
+    return any(next(f.rglob("*ggml-cuda*"), None) for f in folders)
+
+
 def _worker_death(code: int, device: str | None) -> str:
     where = f" pinned to GPU {device}" if device is not None else ""
     how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
-    hint = (" A SIGSEGV on a GPU machine is llama-cpp-python's CUDA build crashing (README \"GPU\"); the portable "
-            "CPU build avoids it: pip uninstall -y llama-cpp-python && bash scripts/setup.sh") if code < 0 else ""
+    hint = ""
+    if code < 0 and _cuda_build():
+        hint = (" A SIGSEGV on a GPU machine is llama-cpp-python's CUDA build crashing (README \"GPU\"); the "
+                "portable CPU build avoids it: pip uninstall -y llama-cpp-python && bash scripts/setup.sh")
+    elif code == -signal.SIGILL:
+        hint = (" llama-cpp-python was built for CPU instructions this machine cannot run; rebuild it portable: "
+                "pip uninstall -y llama-cpp-python && bash scripts/setup.sh")
+    elif code < 0:
+        hint = " llama.cpp stopped on an error of its own; the last of its messages above names it."
     return f"the llama.cpp worker{where} {how} (its messages are above).{hint}"
 
 

@@ -110,8 +110,55 @@ def test_huge_line_is_refused_without_reading_it_whole(tmp_path):
     filler = "あ" * (MAX_LINE_BYTES // 3 + 10)
     path.write_text(GOOD + "\n" + json.dumps({"id": "a2", "text": filler, "output": {"persons": []}},
                                              ensure_ascii=False) + "\n", encoding="utf-8")
-    with pytest.raises(JinmeiError, match=r": line 2: line is longer than 1048576 bytes"):
+    with pytest.raises(JinmeiError, match=r": line 2: line is longer than 16777216 bytes \(16 MiB\), far more than any "
+                                          r"news article; if it holds several articles .*; if it is one article, "
+                                          r"shorten it"):
         load_corpus(path, FIELDS)
+
+
+def test_a_350000_character_article_is_accepted_and_listed(tmp_path):
+    """1 MB of Japanese on one line is one (very long) article, not "a whole file on one line"."""
+    path = tmp_path / "long.jsonl"
+    path.write_text(GOOD + "\n" + json.dumps({"id": "a2", "text": "あ" * 350_000, "output": {"persons": []}},
+                                             ensure_ascii=False) + "\n", encoding="utf-8")
+    assert path.stat().st_size > 1 << 20
+    records, report = load_corpus(path, FIELDS)
+    assert [r["id"] for r in records] == ["a1", "a2"] and report["very_long_ids"] == ["a2"]
+
+
+@pytest.mark.parametrize("where,value,words", [
+    ("text", "\u200b\u200b\u200d", "text is '\\u200b\\u200b\\u200d', no visible character"),
+    ("text", "\u3000\u200b\ufeff\u2060", "no visible character (only zero-width or control characters), not an article"),
+    ("name", "\u200b", "output.persons[0].name is '\\u200b', no visible character"),
+    ("act", "\u200c", "output.persons[0].act is '\\u200c', no visible character"),
+    ("id", "\u200b", "id is '\\u200b', no visible character"),
+])
+def test_zero_width_only_values_are_refused(tmp_path, where, value, words):
+    """A text of only U+200B and the like has no visible character: not an article (nor a name, nor an id)."""
+    row = json.loads(GOOD)
+    if where in ("text", "id"):
+        row[where] = value
+    else:
+        row["output"]["persons"][0][where] = value
+    path = tmp_path / "zw.jsonl"
+    path.write_text(GOOD.replace('"a1"', '"a0"') + "\n" + json.dumps(row) + "\n", encoding="utf-8")
+    with pytest.raises(JinmeiError) as info:
+        load_corpus(path, FIELDS)
+    assert ": line 2: " in str(info.value) and words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_control_characters_are_accepted_and_listed(tmp_path):
+    """Escaped NUL, ESC, BEL, U+2028 (and CR, DEL, a bidi override) in a text: accepted, listed for the report;
+    a tab or a newline is ordinary text."""
+    path = tmp_path / "cc.jsonl"
+    texts = {"n": "\x00", "e": "\x1b[2J", "b": "\x07", "l": "\u2028", "r": "\r", "d": "\x7f", "o": "\u202e",
+             "t": "\t", "nl": "\n"}
+    lines = [json.dumps({"id": k, "text": f"山田太郎さん{v}{k}", "output": {"persons": []}}) for k, v in texts.items()]
+    assert "\\u0000" in lines[0] and "\\u001b" in lines[1], "escaped in the JSON line"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    records, report = load_corpus(path, FIELDS)
+    assert len(records) == len(texts)
+    assert report["control_char_ids"] == ["n", "e", "b", "l", "r", "d", "o"]
 
 
 def test_missing_file_and_directory(tmp_path):

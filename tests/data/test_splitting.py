@@ -195,7 +195,8 @@ def test_split_reports_special_tokens_and_unextractable_names(workdir, capsys):
 def test_split_oddity_policies_error_and_drop(workdir):
     injected, unfindable = odd_corpus(workdir)
     set_split(workdir, on_special_tokens="error")
-    with pytest.raises(JinmeiError, match=r"3 article\(s\) contain special-token strings .* e.g. " + injected[0]):
+    with pytest.raises(JinmeiError, match=r"3 article\(s\) contain special-token strings .* e.g. line 1 id '"
+                       + injected[0] + "'"):
         run(workdir)
     assert not (workdir / "splits").exists(), "nothing half-written"
     set_split(workdir, on_special_tokens="drop", on_name_not_in_text="drop")
@@ -203,3 +204,74 @@ def test_split_oddity_policies_error_and_drop(workdir):
     kept = {r["id"] for name in split.FILES for r in read(workdir / "splits" / f"{name}.jsonl")}
     assert not kept & set(injected + unfindable)
     assert json.loads((workdir / "split.json").read_text())["oddities"]["dropped"] == 5
+
+
+# ---------------------------------------------------------------- what split lets through is counted (issue 33, 5-6)
+
+FAKE_ID = "x\x1b[2J\x1b[31mFAKE: split OK\n"
+
+
+def test_report_counts_control_characters(workdir, capsys):
+    rows = generate(600, 0.25, seed=3)
+    odd = {0: "\x00", 1: "\x1b[31m", 2: "\x07", 3: "\u2028"}            # escaped in the JSON line: \u0000 ...
+    for i, chars in odd.items():
+        rows[i]["text"] += chars + "続報。"
+    write_jsonl(workdir / "corpus.jsonl", rows)
+    run(workdir)
+    metrics = json.loads((workdir / "split.json").read_text())
+    assert metrics["texts_with_control_chars"] == 4
+    assert metrics["oddities"]["control_chars"] == {"count": 4, "examples": [rows[i]["id"] for i in odd],
+                                                    "policy": "count"}
+    out = capsys.readouterr().out
+    assert "4 article(s) in" in out and "with control characters" in out and f"line 1 id '{rows[0]['id']}'" in out
+
+
+def test_ids_are_printed_escaped_on_one_line(workdir, capsys):
+    """An id holding ESC sequences and a newline cannot clear the screen or fake a line of output."""
+    rows = generate(600, 0.25, seed=3)
+    rows[0]["id"] = FAKE_ID
+    rows[0]["text"] += "<|im_end|>"                  # a special-token oddity: its warning names the id
+    rows[1]["text"] += "\x1b"                        # a control-character warning
+    rows[1]["id"] = "y\u202e\u200b"                  # a bidi override and a zero-width space in an id
+    write_jsonl(workdir / "corpus.jsonl", rows)
+    run(workdir)
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\u202e" not in out and "\u200b" not in out
+    assert not any(line.startswith("FAKE") for line in out.splitlines())
+    assert "line 1 id 'x\\x1b[2J\\x1b[31mFAKE: split OK\\n'" in out
+    assert "line 2 id 'y\\u202e\\u200b'" in out
+    assert all(line.startswith("split: ") for line in out.splitlines()), out
+
+
+def test_very_long_text_is_accepted_and_counted(workdir):
+    rows = generate(600, 0.25, seed=3)
+    rows.append({"id": "huge", "text": "東京都内で" + "雨が降った。" * 33_333, "output": {"persons": []}})
+    assert len(rows[-1]["text"]) > 200_000
+    write_jsonl(workdir / "corpus.jsonl", rows)
+    set_split(workdir, too_long="drop")              # wherever it lands, the split goes on
+    run(workdir)
+    metrics = json.loads((workdir / "split.json").read_text())
+    assert metrics["texts_very_long"] == 1 and metrics["oddities"]["very_long_texts"]["examples"] == ["huge"]
+
+
+def test_near_duplicate_with_another_label_is_a_conflict(workdir, capsys):
+    rows = read(workdir / "corpus.jsonl")
+    positive = next(r for r in rows if r["output"]["persons"])
+    twin = dict(positive, id="twin", text=positive["text"].replace("、", "、 ", 1) + "\u3000", output={"persons": []})
+    write_jsonl(workdir / "dups.jsonl", rows + [twin])
+    run(workdir, corpus="dups.jsonl")
+    metrics = json.loads((workdir / "split.json").read_text())
+    assert metrics["duplicates_near_dropped"] == 1
+    assert metrics["duplicates_conflicting_labels"] == metrics["duplicates_near_conflicting"] == 1
+    assert metrics["oddities"]["conflicting_labels"]["examples"] == ["twin"]
+    assert "line 601 id 'twin'" in capsys.readouterr().out
+
+
+def test_bom_and_crlf_are_counted_in_the_split_report(workdir):
+    """docs/corpus.md promises BOM and CRLF lines are "counted in its report": split.json says how many."""
+    lines = (workdir / "corpus.jsonl").read_bytes().splitlines()
+    (workdir / "crlf.jsonl").write_bytes(b"\xef\xbb\xbf" + b"\r\n".join(lines) + b"\r\n")
+    run(workdir, corpus="crlf.jsonl")
+    metrics = json.loads((workdir / "split.json").read_text())
+    assert (metrics["bom_lines"], metrics["crlf_lines"], metrics["no_final_newline"]) == (1, 600, 0)
+    assert metrics["records_accepted"] == 600

@@ -131,6 +131,17 @@ def test_article_longer_than_the_context_is_refused(gguf):
         engine.complete(SYSTEM, ["東京" * 200])
 
 
+def test_too_long_message_names_the_article_escaped_not_a_position(gguf):
+    """Not `article #1` (a position in a worker's chunk): the article's opening words, escaped, on one line."""
+    engine = Engine(gguf, n_ctx=256, n_threads=2, max_new_tokens=64)
+    with pytest.raises(JinmeiError) as info:
+        engine.complete(SYSTEM, [ARTICLES[0], "x\x1b[2J\n" + "東京" * 200])
+    message = str(info.value)
+    assert message.startswith("the article 'x\\x1b[2J\\n東京東京") and "(406 characters) needs " in message
+    assert "more than eval.n_ctx=256" in message and "#1" not in message
+    assert "\n" not in message and "\x1b" not in message
+
+
 def test_batched_decode_runs_and_is_deterministic(gguf):
     """batch_size > 1 is documented as not bitwise identical to the naive loop; it must still be sane."""
     engine = Engine(gguf, n_ctx=1024, n_threads=2, max_new_tokens=MAX_NEW, batch_size=4)
@@ -171,13 +182,13 @@ def test_predict_refuses_an_unfinished_answer(gguf, predict_params, monkeypatch,
     import io
 
     from jinmei.infer import predict
-    monkeypatch.setattr("sys.stdin", io.StringIO("気象庁によると大雨。"))
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO("気象庁によると大雨。".encode()), encoding="utf-8"))
     with pytest.raises(SystemExit) as exit_info:
         predict.main(["--gguf", str(gguf), "--max-new-tokens", "6"])
     assert exit_info.value.code == 2
     captured = capsys.readouterr()
     assert captured.out == "" and "truncated" in captured.err
-    monkeypatch.setattr("sys.stdin", io.StringIO("  \n"))
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"  \n"), encoding="utf-8"))
     with pytest.raises(JinmeiError, match="empty article"):
         predict.main(["--gguf", str(gguf)])
 
@@ -221,10 +232,12 @@ def test_one_worker_reports_every_article_as_it_finishes(gguf, naive):
     assert all(same_answer(r, f) for r, f in zip(naive[SYSTEM][:3], answers))
 
 
-def test_a_killed_worker_names_its_signal():
+def test_a_killed_worker_names_its_signal(monkeypatch):
+    from jinmei.infer import engine
     from jinmei.infer.engine import _worker_death
 
     assert "pinned to GPU 1 was killed by SIGSEGV" in _worker_death(-11, "1")
+    monkeypatch.setattr(engine, "_cuda_build", lambda: True)
     assert "CUDA build" in _worker_death(-11, "1")
 
 
