@@ -2,7 +2,7 @@
 eval renders it) and gold answer are measured against eval.n_ctx / eval.max_new_tokens, and split.too_long decides.
 
 A 1,200-character article (about 2,380 SmolLM2 prompt tokens, more than eval.n_ctx 2048 - max_new_tokens 256) used to pass
-split, and eval refused the whole run after hours of training (issue 33, item 1)."""
+split, and eval refused the whole run after hours of training."""
 from __future__ import annotations
 
 import json

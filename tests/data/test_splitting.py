@@ -206,7 +206,7 @@ def test_split_oddity_policies_error_and_drop(workdir):
     assert json.loads((workdir / "split.json").read_text())["oddities"]["dropped"] == 5
 
 
-# ---------------------------------------------------------------- what split lets through is counted (issue 33, 5-6)
+# ---------------------------------------------------------------- what split lets through is counted
 
 FAKE_ID = "x\x1b[2J\x1b[31mFAKE: split OK\n"
 

@@ -2,7 +2,7 @@
 through) is one failure, counted, and named by its id and its line in the split file, with eval.workers: 2 too.
 
 Before: `article #0 needs 2246 prompt + 256 answer tokens, more than eval.n_ctx=2048` ended the stage after hours
-of training, #0 being a position in a worker's chunk (issue 33, item 1)."""
+of training, the number being a position in a worker's chunk."""
 from __future__ import annotations
 
 import contextlib

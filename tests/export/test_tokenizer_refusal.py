@@ -1,4 +1,4 @@
-"""Tokenizers llama.cpp cannot take are refused in one message, not a crash (issue 33, case 9).
+"""Tokenizers llama.cpp cannot take are refused in one message, not a crash.
 
 Tiny models with real chat templates (Llama-3.3, Phi-3.5) whose tokenizer transformers rebuilt from a llama.cpp
 vocabulary GGUF (`AutoTokenizer.from_pretrained(dir, gguf_file=...)`): sanity's vocab-only check used to end in

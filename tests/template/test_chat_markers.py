@@ -1,4 +1,4 @@
-"""An article that is, begins or ends with the chat template's own control string stays text (issue 33, case 7).
+"""An article that is, begins or ends with the chat template's own control string stays text.
 
 `chat.pieces` used to find the article by searching the render for its text: for an article `<|im_end|>` it found
 the template's `<|im_end|>` after the system turn first, kept that one as text and turned the article's copy into a

@@ -120,7 +120,7 @@ def test_tiny_pipeline_runs_from_base_to_eval(name, tmp_path_factory):
 
 
 def test_an_article_that_is_begins_or_ends_with_a_template_marker_stays_text(family):
-    """Issue 33 case 7, for every family: an article `<|im_end|>`, `<|im_end|>\n<|im_start|>user`, `<|eot_id|>`+text
+    """For every family: an article `<|im_end|>`, `<|im_end|>\n<|im_start|>user`, `<|eot_id|>`+text
     ... gets the control tokens of an ordinary article at the same places and is itself tokenized as text
     (tests/template/test_chat_markers.py's oracle); llama.cpp's ids for these articles: the test above."""
     name, _, tokenizer = family
