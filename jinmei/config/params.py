@@ -359,6 +359,8 @@ class Demo:
     positive_share: float = knob(RATIO)
     min_chars: int = knob(integer(40), "article length the generator aims for")
     max_chars: int = knob(POSITIVE_INT)
+    decoy_share: float = knob(RATIO, "articles that also hold a fake JSON answer (gold unchanged): the model "
+                              "learns to read the story, not JSON-looking text")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ Labelling convention (docs/corpus.md has the full table):
 """
 from __future__ import annotations
 
+import json
 import random
 import time
 from pathlib import Path
@@ -718,6 +719,31 @@ def generate(n_articles: int, positive_share: float, seed: int, fields=DEMO_FIEL
     return [{"id": f"demo-{i:0{width}d}", **row} for i, row in enumerate(rows, 1)]
 
 
+DECOY_LEADS = ["", "（資料）", "出力例：", "参考：", "※以下は記事と無関係のデータ "]
+DECOY_ACTS = ["逮捕", "表彰", "就任", "受賞", "死亡"]
+
+
+def add_decoys(rows: list[dict[str, Any]], share: float, seed: int) -> int:
+    """Append JSON-looking text (a fake answer) to about `share` of the articles, their gold answers unchanged.
+
+    A stranger's article can hold text shaped like the answer (a pasted example, a data block); a model that copies
+    it names someone the article's story does not. Seeing such articles with their right answers in training
+    teaches it to read the story, not the JSON. A separate random stream: every other article stays as it was."""
+    rng = random.Random(f"{seed}-decoys")
+    made = 0
+    for row in rows:
+        if rng.random() >= share:
+            continue
+        real, name = {p["name"] for p in row["output"]["persons"]}, ""
+        while not name or name in real or name in row["text"]:
+            name = rng.choice(FAMILY) + rng.choice(GIVEN_MALE + GIVEN_FEMALE)
+        fake = {"persons": [] if real and rng.random() < 0.2 else
+                [{"name": name, "act": rng.choice(DECOY_ACTS), "address": None, "signature": None}]}
+        row["text"] += rng.choice(DECOY_LEADS) + json.dumps(fake, ensure_ascii=False, separators=(",", ":"))
+        made += 1
+    return made
+
+
 def write_corpus(demo, fields: list[str], seed: int, out: Path) -> None:
     """The demo corpus as the `demo` stage writes it (params: the demo section, schema.fields, seed)."""
     fields = list(fields)
@@ -726,7 +752,8 @@ def write_corpus(demo, fields: list[str], seed: int, out: Path) -> None:
                           "first; use those fields or point corpus.path at your own corpus")
     start = time.perf_counter()
     rows = generate(demo.n_articles, float(demo.positive_share), seed, fields, demo.min_chars, demo.max_chars)
+    decoys = add_decoys(rows, float(demo.decoy_share), seed)
     write_jsonl(out, rows)
     positives = sum(1 for r in rows if r["output"]["persons"])
-    print(f"demo: wrote {len(rows)} articles ({positives} positive) to {out} "
+    print(f"demo: wrote {len(rows)} articles ({positives} positive, {decoys} holding a fake JSON answer) to {out} "
           f"in {time.perf_counter() - start:.2f} s")

@@ -166,7 +166,7 @@ def prediction_row(row: dict[str, Any], scored: dict[str, Any], completion: llm.
     return {"id": row["id"], "verdict": scored["verdict"], "exact": scored["exact"], "raw": completion.text,
             "parsed": scored["value"], "gold": row["output"], "truncated": completion.truncated,
             "prompt_tokens": completion.prompt_tokens, "generated_tokens": completion.generated_tokens,
-            "too_long": too_long}
+            "too_long": too_long, "names_not_in_article": scored.get("names_not_in_article", [])}
 
 
 def rounded(obj: Any) -> Any:
@@ -253,8 +253,8 @@ def run(p, *, gguf: Path, splits_dir: Path, base: Path, stage1: Path, merged: Pa
                                           "n_threads": ev.n_threads}}
     predictions, plots = {}, {}
     for name, rows in splits.items():
-        records = [{"gold": r["output"], "text": answers[r["text"]].text, "truncated": answers[r["text"]].truncated}
-                   for r in rows]
+        records = [{"gold": r["output"], "text": answers[r["text"]].text, "truncated": answers[r["text"]].truncated,
+                    "article": r["text"]} for r in rows]
         scored_rows, m = score(records, fields)
         metrics[name] = {**m, "too_long": sum(1 for r in rows if r["text"] in too_long)}
         predictions[name] = [prediction_row(r, s, answers[r["text"]], r["text"] in too_long)

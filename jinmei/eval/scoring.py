@@ -163,15 +163,32 @@ def extraction(rows: list[dict[str, Any]], fields: Sequence[str]) -> dict[str, A
     }
 
 
+def names_not_in(article: str, value: Any, key: str) -> list[str]:
+    """The answer's person keys (names) that do not occur in the article, compared as `normalize` compares them.
+
+    Such a person was not read from the article: the model copied a name from elsewhere, e.g. from JSON-looking
+    text an article holds (a fake answer appended to it), or made one up."""
+    if not isinstance(value, dict) or not isinstance(value.get("persons"), list):
+        return []
+    text = normalize(article)
+    return [p[key] for p in value["persons"]
+            if isinstance(p, dict) and isinstance(p.get(key), str) and normalize(p[key]) not in text]
+
+
 def score(records: list[dict[str, Any]], fields: Sequence[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """records: {"gold", "text", "truncated"} → (rows with value/verdict/exact, metrics of the split)."""
+    """records: {"gold", "text", "truncated"[, "article"]} → (rows with value/verdict/exact, metrics of the split).
+    With the article's text, each ok answer is also checked for names the article does not hold."""
     rows = []
     for rec in records:
         value, verdict = judge(rec["text"], rec["truncated"], fields)
-        rows.append({**rec, "value": value, "verdict": verdict,
-                     "exact": exact(value, verdict, rec["gold"], fields)})
+        row = {**rec, "value": value, "verdict": verdict, "exact": exact(value, verdict, rec["gold"], fields)}
+        if "article" in rec:
+            row["names_not_in_article"] = names_not_in(rec["article"], value, fields[0]) if verdict == "ok" else []
+        rows.append(row)
     article, person = classification(rows), extraction(rows, fields)
     article["ci95"].update(person.pop("ci95_persons"))
+    if all("article" in rec for rec in records):
+        person["names_not_in_article"] = sum(len(r["names_not_in_article"]) for r in rows)
     return rows, {**article, **person}
 
 

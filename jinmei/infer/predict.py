@@ -19,7 +19,7 @@ from jinmei.errors import JinmeiError, run_main
 from jinmei.config.params import load_all
 from jinmei.data.corpus import BOM, MAX_LINE_BYTES
 from jinmei.runtime import set_offline_env
-from jinmei.eval.scoring import judge
+from jinmei.eval.scoring import judge, names_not_in
 
 # No article is longer than a corpus line may be (jinmei.data.corpus); stdin is read up to this and no further,
 # so an endless stream (`< /dev/urandom`, `yes |`) is refused instead of read until memory runs out.
@@ -149,6 +149,11 @@ def main(argv: list[str] | None = None) -> None:
               + (f" (hit {completion.generated_tokens} tokens)" if completion.truncated else "")
               + f": {completion.text!r}", file=sys.stderr)
         sys.exit(2)
+    absent = names_not_in(article, value, fields[0])
+    if absent:
+        print(f"warning: {', '.join(ascii(n)[1:-1] if not n.isprintable() else n for n in absent)} does not occur in "
+              "the article: the model did not read it there (JSON-looking text in the article, or made up)",
+              file=sys.stderr)
     out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
     line = json.dumps(value, ensure_ascii=False) + "\n"
     if out is None:

@@ -121,3 +121,21 @@ def test_long_articles_honour_min_and_max_chars():
     emp = [len(r["text"]) for r in rows if not r["output"]["persons"]]
     assert abs(statistics.mean(pos) - statistics.mean(emp)) < 80
     assert all(p["name"] in r["text"] for r in rows for p in r["output"]["persons"])
+
+
+def test_decoys_append_a_fake_answer_and_leave_the_gold_and_every_other_article_alone():
+    import copy
+    import json
+
+    rows = copy.deepcopy(ROWS)
+    made = demo.add_decoys(rows, 0.1, seed=11)
+    changed = [(a, b) for a, b in zip(ROWS, rows) if a != b]
+    assert len(changed) == made and 60 <= made <= 140            # about 10% of 1,000
+    for before, after in changed:
+        assert after["output"] == before["output"] and after["id"] == before["id"]
+        assert after["text"].startswith(before["text"])
+        fake = json.loads(after["text"][after["text"].index('{"persons"'):])
+        gold_names = {p["name"] for p in after["output"]["persons"]}
+        assert all(p["name"] not in gold_names and p["name"] not in before["text"] for p in fake["persons"])
+    assert any(not a["output"]["persons"] for _, a in changed) and any(a["output"]["persons"] for _, a in changed)
+    assert demo.add_decoys(copy.deepcopy(ROWS), 0.0, seed=11) == 0

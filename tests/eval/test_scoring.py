@@ -130,3 +130,31 @@ def test_no_model_output_crashes_the_scoring():
     assert all(r["verdict"] in ("not_json", "bad_schema") for r in rows)
     assert m["false_positive_rate"] == 1.0 and m["recall"] == 0.0
     json.dumps([r["value"] for r in rows])       # predictions stay writable
+
+
+def test_a_name_the_article_does_not_hold_is_flagged():
+    """A fake answer appended to an article is JSON-looking text: a model that copies it names someone the article's
+    story does not; a name read from the article occurs in it (compared after NFKC, without whitespace)."""
+    from jinmei.eval.scoring import names_not_in
+
+    article = "横浜市中区の会社員、山田 太郎容疑者（45）を逮捕した。"
+    answer = {"persons": [{"name": "山田太郎", "act": "逮捕"}, {"name": "偽名", "act": "逮捕"}]}
+    assert names_not_in(article, answer, "name") == ["偽名"]
+    assert names_not_in(article, {"persons": []}, "name") == []
+    assert names_not_in(article, None, "name") == []
+
+
+def test_eval_counts_names_not_in_the_article_per_split():
+    from jinmei.eval.scoring import score
+
+    fields = ["name", "act", "address", "signature"]
+    gold = {"persons": [{"name": "山田太郎", "act": "逮捕", "address": None, "signature": None}]}
+    fake = '{"persons":[{"name":"偽名","act":"逮捕","address":null,"signature":null}]}'
+    real = '{"persons":[{"name":"山田太郎","act":"逮捕","address":null,"signature":null}]}'
+    article = "山田太郎容疑者を逮捕した。{\"persons\":[{\"name\":\"偽名\"}]}"
+    rows, m = score([{"gold": gold, "text": fake, "truncated": False, "article": "山田太郎容疑者を逮捕した。"},
+                     {"gold": gold, "text": real, "truncated": False, "article": article}], fields)
+    assert m["names_not_in_article"] == 1
+    assert [r["names_not_in_article"] for r in rows] == [["偽名"], []]
+    _, without = score([{"gold": gold, "text": real, "truncated": False}], fields)
+    assert "names_not_in_article" not in without
