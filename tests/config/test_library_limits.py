@@ -64,6 +64,7 @@ WALK = [
     ("demo.positive_share", 1.5, "demo", "must be a number in [0, 1]"),
     ("demo.min_chars", 10, "demo", "must be an integer >= 40"),
     ("demo.max_chars", BIG, "demo", "must be at most"),
+    ("demo.decoy_share", -0.1, "demo", "must be a number in [0, 1]"),
     ("schema.fields", ["name", "name"], "demo", "lists a name twice"),
     ("base.model", " ", "demo", "must be a non-empty string"),
     ("base.max_seq_length", 9000, "demo", "is beyond the 8192 tokens the base model was trained on"),

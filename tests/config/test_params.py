@@ -83,6 +83,7 @@ BAD_VALUES = [
     ("stage2.positive_ratio", -0.1, "stage2", "stage2.positive_ratio=-0.1: must be a number in [0, 1]"),
     ("split.dev_all_positive_share", 2, "split", "split.dev_all_positive_share=2: must be a number in [0, 1]"),
     ("demo.positive_share", 1.1, "demo", "demo.positive_share=1.1: must be a number in [0, 1]"),
+    ("demo.decoy_share", 1.5, "demo", "demo.decoy_share=1.5: must be a number in [0, 1]"),
     ("train.warmup_ratio", 1.2, "stage1", "train.warmup_ratio=1.2: must be a number in [0, 1)"),
     ("eval.min_parse_rate", 95, "eval", "eval.min_parse_rate=95: must be a number in [0, 1]"),
     ("sanity.min_exact_match", 1.01, "sanity", "sanity.min_exact_match=1.01: must be a number in [0, 1]"),
