@@ -437,7 +437,8 @@ class Sanity:
 
 
 @dataclass(frozen=True)
-class Stage1:
+class Mixture:
+    """stage1 and stage2 have the same knobs: a mixture drawn from the training pools, trained for some epochs."""
     size: int | None = knob(null_or(POSITIVE_INT))
     positive_ratio: float = knob(RATIO)
     epochs: float = knob(POSITIVE)
@@ -445,13 +446,7 @@ class Stage1:
     lora_dropout: float | None = knob(null_or(DROPOUT))
 
 
-@dataclass(frozen=True)
-class Stage2:
-    size: int | None = knob(null_or(POSITIVE_INT))
-    positive_ratio: float = knob(RATIO)
-    epochs: float = knob(POSITIVE)
-    lr: float = knob(POSITIVE)
-    lora_dropout: float | None = knob(null_or(DROPOUT))
+Stage1 = Stage2 = Mixture
 
 
 @dataclass(frozen=True)
