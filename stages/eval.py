@@ -23,6 +23,7 @@ def main(argv=None):
     ap.add_argument("--predictions", type=Path, required=True)
     ap.add_argument("--plots", type=Path, required=True)
     ap.add_argument("--advice", type=Path, required=True)
+    ap.add_argument("--errors", type=Path, required=True, help="metrics/errors.md: counts and examples of failures")
     ap.add_argument("--stage1-metrics", type=Path, required=True)
     ap.add_argument("--stage2-metrics", type=Path, required=True)
     args = ap.parse_args(argv)
@@ -32,7 +33,8 @@ def main(argv=None):
     evaluation.run(p, gguf=args.gguf or engine.gguf_path(p.quantize, args.gguf_dir), splits_dir=args.splits,
                    base=args.base, stage1=args.stage1, merged=args.merged, metrics_file=args.metrics,
                    details_file=args.details, predictions_dir=args.predictions, plots_dir=args.plots,
-                   advice_file=args.advice, stage1_metrics=args.stage1_metrics, stage2_metrics=args.stage2_metrics)
+                   advice_file=args.advice, errors_file=args.errors, stage1_metrics=args.stage1_metrics,
+                   stage2_metrics=args.stage2_metrics)
 
 
 if __name__ == "__main__":

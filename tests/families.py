@@ -150,6 +150,7 @@ class FamilySpec:
     tokenizer_config: dict[str, Any] = field(default_factory=dict)
     stands_in: str = ""               # what differs from the real family, if anything
     vocab_size: int | None = None     # config.json vocab_size (embedding rows), default: the vocabulary's
+    target_modules: tuple[str, ...] = ()  # lora.target_modules where the family fuses the recipe's projections
 
 
 LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
@@ -229,6 +230,7 @@ FAMILY_SPECS: dict[str, FamilySpec] = {
                   "Mistral-Nemo-Instruct-2407's [INST]...[/INST] (Mistral v0.3 format)"),
     "phi3": FamilySpec(
         name="phi3", architecture="Phi3ForCausalLM", vocab="phi-3", template="microsoft-Phi-3.5-mini-instruct.jinja",
+        target_modules=("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
         tokenizer="spm-legacy", bos="<s>", eos="<|endoftext|>", pad="<|endoftext|>", unk="<unk>",
         end_of_turn="<|end|>", add_bos_token=False, n_base=32000, tokenizer_class="LlamaTokenizer",
         # Phi-3's added tokens: <|endoftext|> and 10 chat/placeholder tokens that strip whitespace after them

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from jinmei.eval import advice as advice_mod
+from jinmei.eval import errors as errors_mod
 from jinmei.infer import engine as llm
 from jinmei.errors import JinmeiError
 from jinmei.files import atomic_path, write_json
@@ -163,10 +164,13 @@ def compare_models(base: Path, stage1: Path, merged: Path, system: str, rows: li
 
 def prediction_row(row: dict[str, Any], scored: dict[str, Any], completion: llm.Completion,
                    too_long: bool = False) -> dict[str, Any]:
+    """One line of data/predictions/<split>.jsonl: the answer with its verdict, beside the article and its gold, so
+    that metrics/errors.md (and a person) can read a failure without joining it back to the split."""
     return {"id": row["id"], "verdict": scored["verdict"], "exact": scored["exact"], "raw": completion.text,
             "parsed": scored["value"], "gold": row["output"], "truncated": completion.truncated,
             "prompt_tokens": completion.prompt_tokens, "generated_tokens": completion.generated_tokens,
-            "too_long": too_long, "names_not_in_article": scored.get("names_not_in_article", [])}
+            "too_long": too_long, "names_not_in_article": scored.get("names_not_in_article", []),
+            "text": row["text"]}
 
 
 def rounded(obj: Any) -> Any:
@@ -231,8 +235,8 @@ def headline(metrics: dict[str, Any], stage1: dict[str, Any] | None = None, stag
 
 
 def run(p, *, gguf: Path, splits_dir: Path, base: Path, stage1: Path, merged: Path, metrics_file: Path,
-        details_file: Path, predictions_dir: Path, plots_dir: Path, advice_file: Path, stage1_metrics: Path,
-        stage2_metrics: Path) -> None:
+        details_file: Path, predictions_dir: Path, plots_dir: Path, advice_file: Path, errors_file: Path,
+        stage1_metrics: Path, stage2_metrics: Path) -> None:
     """Decode, score, compare, then write every output atomically and print the table and the advice."""
     started = time.time()
     ev, fields, system = p.eval, list(p.schema.fields), p.prompt.system
@@ -269,6 +273,7 @@ def run(p, *, gguf: Path, splits_dir: Path, base: Path, stage1: Path, merged: Pa
                                             ev.compare_batch_size)
     metrics = rounded(metrics)
     field_recall = [{"field": f, "recall": v} for f, v in metrics["dev_positive"]["field_recall"].items()]
+    errors_page = errors_mod.report(predictions, fields)
 
     # everything is computed: now write, each file atomically
     for name, rows in predictions.items():
@@ -287,4 +292,5 @@ def run(p, *, gguf: Path, splits_dir: Path, base: Path, stage1: Path, merged: Pa
     text = advice_mod.advise(metrics, p, stage1_report, previous)
     console.print(summary_table(metrics, advice_mod.low_levels(metrics, p)))
     advice_mod.write_advice(advice_file, text)
+    errors_mod.write_text(errors_file, errors_page)
     console.print(text)

@@ -60,10 +60,10 @@ def wilson(k: int, n: int, z: float = 1.959964) -> list[float] | None:
     return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
 
 
-def _f1(p: float | None, r: float | None) -> float | None:
-    if p is None or r is None:
-        return None
-    return 2 * p * r / (p + r) if p + r else 0.0
+def _f1(matched: int, predicted: int, gold: int) -> float | None:
+    """2·tp / (predicted + gold): the harmonic mean of precision and recall, and still defined (0) when the model
+    names nobody, so a run that answers empty to everything scores 0 in `dvc exp show` rather than a blank."""
+    return 2 * matched / (predicted + gold) if predicted + gold else None
 
 
 def _canonical(persons: Iterable[dict[str, Any]], fields: Sequence[str]) -> Counter:
@@ -154,7 +154,7 @@ def extraction(rows: list[dict[str, Any]], fields: Sequence[str]) -> dict[str, A
         "ci95_persons": {"person_precision": wilson(tp, n_pred), "person_recall": wilson(tp, n_gold)},
         "person_precision": precision,
         "person_recall": recall,
-        "person_f1": _f1(precision, recall),
+        "person_f1": _f1(tp, n_pred, n_gold),
         "persons_gold": n_gold,
         "persons_predicted": n_pred,
         "persons_matched": tp,

@@ -45,7 +45,7 @@ def evaluated(tmp_path_factory, tiny_base):
         evaluation.run(p, gguf=bundled_gguf_path(), splits_dir=splits, base=tiny_base, stage1=out / "no-stage1",
                        merged=out / "no-merged", metrics_file=out / "eval.json", details_file=out / "details.json",
                        predictions_dir=out / "predictions", plots_dir=out / "plots", advice_file=out / "advice.md",
-                       stage1_metrics=out / "s1.json", stage2_metrics=out / "s2.json")
+                       errors_file=out / "errors.md", stage1_metrics=out / "s1.json", stage2_metrics=out / "s2.json")
     predictions = {name: [json.loads(line) for line in (out / "predictions" / f"{name}.jsonl").read_text().splitlines()]
                    for name in files}
     return splits, json.loads((out / "details.json").read_text()), predictions, printed.getvalue()

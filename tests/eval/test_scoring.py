@@ -49,7 +49,7 @@ def test_invalid_answers_fail_both_ways():
     assert m["schema_valid_rate"] == pytest.approx(1 / 5)
     assert m["truncated"] == 1 and m["truncated_rate"] == pytest.approx(1 / 5)
     assert m["verdicts"] == {"ok": 1, "not_json": 2, "bad_schema": 1, "truncated": 1}
-    assert m["person_recall"] == 0.0 and m["person_precision"] is None and m["person_f1"] is None
+    assert m["person_recall"] == 0.0 and m["person_precision"] is None and m["person_f1"] == 0.0
     assert confusion_rows(rows) == [
         {"actual": "empty", "predicted": "invalid"}, {"actual": "empty", "predicted": "empty"},
         {"actual": "empty", "predicted": "invalid"}, {"actual": "non_empty", "predicted": "invalid"},

@@ -108,7 +108,10 @@ def test_tiny_pipeline_runs_from_base_to_eval(name, tmp_path_factory):
     built = tiny_repo.session_repo(tmp_path_factory)
     repo = tiny_repo.clone(built.repo, tmp_path_factory.mktemp(f"family-{name}") / "repo")
     hf = families.build_family_model(name, repo.parent / "hf")
-    tiny_repo.write_params(repo, {"base": {"model": str(hf)}})
+    params = {"base": {"model": str(hf)}}
+    if families.FAMILY_SPECS[name].target_modules:     # Phi-3's fused qkv/gate_up: preflight refuses the recipe's list
+        params["lora"] = {"target_modules": list(families.FAMILY_SPECS[name].target_modules)}
+    tiny_repo.write_params(repo, params)
     output = tiny_repo.dvc(repo, "repro", timeout=1200)
     ran = tiny_repo.ran(output)
     assert ran[ran.index("base"):] == ["base", "sanity", "stage1", "stage2", "merge", "quantize", "eval"], output
