@@ -26,6 +26,8 @@ if [ -z "${CMAKE_ARGS:-}" ]; then
   elif [ "$(uname -m)" = x86_64 ]; then
     export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
   fi
+  # no multimodal library (mtmd/llava): jinmei reads text only, and it is a large part of the compile
+  export CMAKE_ARGS="${CMAKE_ARGS:-} -DLLAVA_BUILD=OFF"
 fi
 have_cuda=$(python -c 'import llama_cpp; print(int(llama_cpp.llama_supports_gpu_offload()))' 2>/dev/null || echo none)
 if ! python -m pip show llama-cpp-python 2>/dev/null | grep -q "^Version: ${llama_version}$" \

@@ -1,7 +1,7 @@
 """`jinmei-compare`: is one run better than another on the same dev articles, or is the difference noise?
 
 Two runs' rates each come with a Wilson interval, but the intervals of two runs on the *same* articles overlap long
-after the runs differ: most articles are answered alike by both, and only the articles they answer differently carry
+after the runs differ: most articles are answered alike by both, and only the articles they answer differently hold
 evidence. So each decision is tested on the paired answers (McNemar's exact test: a binomial test with p = 1/2 on the
 discordant articles) and the person-F1 difference gets a paired bootstrap interval (articles resampled, both runs'
 counts summed over the same draw). The answers are re-scored with jinmei.eval.scoring, so two runs written by

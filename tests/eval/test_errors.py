@@ -160,7 +160,7 @@ def test_rows_without_text_still_report():
 
 
 def test_eval_run_writes_the_page_beside_the_advice(tmp_path, monkeypatch):
-    """evaluation.run with the decoding replaced: the prediction rows carry the article text and metrics/errors.md is
+    """evaluation.run with the decoding replaced: the prediction rows hold the article text and metrics/errors.md is
     written next to advice.md."""
     raw = read_yaml(REPO / "params.yaml")
     raw["eval"].update(compare_subset=0, workers=1)

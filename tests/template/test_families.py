@@ -22,7 +22,11 @@ from jinmei.train.examples import IGNORE, encode_example
 SYSTEM = "Extract persons from this Japanese news article as JSON."
 ARTICLE = "横浜市中区の会社員、山田太郎容疑者（45）を逮捕した。\n二段落目の文。"
 ANSWER = '{"persons":[{"name":"山田太郎","act":"逮捕","address":"横浜市中区","signature":null}]}'
-PIPELINE = ("llama3", "qwen2", "qwen3", "mistral", "phi3", "gemma")  # each a whole tiny dvc repro (slow)
+# Each a whole tiny `dvc repro` (2-4 minutes on 2 cores), one per kind of model the stages must handle apart: Llama 3
+# (128k byte-level BPE), Qwen 3 (thinking off), Phi-3 (SentencePiece, fused qkv/gate_up projections), Gemma 4 (its own
+# architecture, 262k vocabulary). ChatML runs whole in every tiny repo and in the demo (SmolLM2); Mistral has Llama's
+# module names. Their templates, ids and GGUF conversion are tested per family above and below.
+PIPELINE = ("llama3", "qwen3", "phi3", "gemma")
 
 
 @pytest.fixture(scope="module", params=families.FAMILIES)
