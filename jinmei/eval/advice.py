@@ -76,14 +76,24 @@ def _interval(metrics, name: str) -> str:
 
 def stage2_ladder(s2) -> str:
     """The recipe's three repairs for recall lost in stage2, in its order. With stage2.size null the mix keeps every
-    positive, so a larger share drops empties and the same epochs become fewer steps (run-2026-12-04b: 0.15 gave
-    261 steps instead of 391): the third step says so."""
+    positive, so a larger share drops empties and the same epochs become fewer steps: the third step says so."""
     shrinks = (" (stage2.size is null: the mix shrinks to keep that share, so stage2 also runs fewer steps)"
                if s2.size is None else "")
-    return (f"   1. fewer stage2 steps: `{cmd('stage2.epochs=' + num(s2.epochs / 2))}`\n"
-            f"   2. a lower stage2 learning rate: `{cmd('stage2.lr=' + num(s2.lr / 2))}`\n"
-            f"   3. more positives in stage2: `{cmd('stage2.positive_ratio=' + num(s2.positive_ratio + 0.05))}`"
-            f"{shrinks}")
+    steps = [("fewer stage2 steps", "stage2.epochs", num(s2.epochs / 2)),
+             ("a lower stage2 learning rate", "stage2.lr", num(s2.lr / 2)),
+             ("more positives in stage2", "stage2.positive_ratio", num(s2.positive_ratio + 0.05))]
+    lines = [f"   {i}. {what}: `{cmd(f'{key}={value}')}`" for i, (what, key, value) in enumerate(steps, 1)]
+    return "\n".join(lines) + shrinks + "\n" + queued_sweep([(key, value) for _, key, value in steps])
+
+
+def queued_sweep(overrides: list[tuple[str, str]]) -> str:
+    """The same variants as one queued sweep (each a named experiment that reruns only the stages it changes), and
+    the `jinmei-compare` line that tests each against this run on the same dev articles."""
+    names = [f"{key.replace('.', '-').replace('_', '-')}-{value}" for key, value in overrides]
+    queue = [f"   dvc exp run --queue -n {name} -S {key}={value}" for name, (key, value) in zip(names, overrides)]
+    return ("   Or all of them at once, then each against this run (paired, on the same dev articles):\n\n"
+            + "\n".join(["   ```bash", *queue, "   dvc queue start && dvc queue status   # dvc queue logs <name>",
+                          f"   jinmei-compare workspace {' '.join(names)}", "   ```"]))
 
 
 def low_levels(metrics: dict[str, Any], params) -> list[str]:

@@ -56,6 +56,13 @@ def test_stage2_recall_drop_gives_the_three_steps_in_order():
     c = text.index("dvc exp run -S stage2.positive_ratio=0.15")
     assert a < b < c
     assert "quantization" not in text
+    sweep = text[c:]
+    for line in ("dvc exp run --queue -n stage2-epochs-0.25 -S stage2.epochs=0.25",
+                 "dvc exp run --queue -n stage2-lr-5e-05 -S stage2.lr=5e-05",
+                 "dvc exp run --queue -n stage2-positive-ratio-0.15 -S stage2.positive_ratio=0.15",
+                 "dvc queue start",
+                 "jinmei-compare workspace stage2-epochs-0.25 stage2-lr-5e-05 stage2-positive-ratio-0.15"):
+        assert line in sweep, line
 
 
 def test_commands_follow_the_current_params():

@@ -194,3 +194,54 @@ def test_a_bom_alone_is_an_empty_article(fake, params_file, tmp_path):
     path = tmp_path / "article.txt"
     path.write_bytes(BOM + b" \n")
     one_line_refusal(run(params_file, str(path)), "empty article")
+
+
+# ---------------------------------------------------------------- --jsonl: a batch, also outside the repository
+
+def batch_file(path: Path, n: int) -> list[dict]:
+    """n demo articles as corpus lines (their gold is ignored), one of them far too long for eval.n_ctx."""
+    from jinmei.data.demo import generate
+
+    rows = [{"id": f"a{i:03d}", "text": r["text"], "output": r["output"]}
+            for i, r in enumerate(generate(n, positive_share=0.5, seed=3))]
+    rows[7]["text"] = ARTICLE * 200
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return rows
+
+
+def test_jsonl_answers_every_article_in_order_outside_the_repo(params_file, tmp_path):
+    """100 articles through the real engine (the bundled GGUF, 3 answer tokens: every answer is cut short, so every
+    line must say so and none may pass off a guess), run from a folder that is not the repository."""
+    rows = batch_file(tmp_path / "in.jsonl", 100)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "JINMEI_PARAMS"} | {"PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "jinmei.infer.predict", "--gguf", str(bundled_gguf_path()),
+                           "--params", str(params_file), "--max-new-tokens", "3", "--jsonl", str(tmp_path / "in.jsonl")],
+                          capture_output=True, timeout=600, cwd=elsewhere, env=env)
+    err = done.stderr.decode("utf-8")
+    assert done.returncode == 2 and "Traceback" not in err, err
+    assert "100 of 100 answers are not valid" in err, err
+    out = [json.loads(line) for line in done.stdout.decode("utf-8").splitlines()]
+    assert [o["id"] for o in out] == [r["id"] for r in rows]
+    assert out[7]["verdict"] == "too_long" and out[7]["prompt_tokens"] > 2048
+    assert all(o["verdict"] == "truncated" and "persons" not in o for i, o in enumerate(out) if i != 7)
+
+
+@pytest.mark.parametrize("lines, words", [
+    (['{"id": 1, "text": "記事"}', "not json"], "in.jsonl:2: not JSON"),
+    (['{"id": 1}'], 'in.jsonl:1: needs "text"'),
+    (['{"text": "   "}'], 'in.jsonl:1: needs "text"'),
+    (["[1, 2]"], 'in.jsonl:1: needs "text"'),
+    ([], "no articles"),
+])
+def test_jsonl_bad_lines_are_refused_before_the_model_loads(params_file, tmp_path, lines, words):
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    one_line_refusal(run(params_file, "--jsonl", str(path)), words)
+
+
+def test_jsonl_with_an_article_as_well_is_one_line(params_file, tmp_path):
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"text": "記事"}\n', encoding="utf-8")
+    one_line_refusal(run(params_file, "--jsonl", str(path), str(path)), "not both")
