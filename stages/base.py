@@ -18,7 +18,8 @@ def main(argv=None):
     preflight.check("base")
     start = time.perf_counter()
     basemodel.materialise(p.base.model.strip(), args.out, save_dtype=p.base.save_dtype,
-                          trust_remote_code=p.base.trust_remote_code, tiny=p.base.tiny, seed=p.seed)
+                          trust_remote_code=p.base.trust_remote_code, tiny=p.base.tiny, seed=p.seed,
+                          revision=p.base.revision)
     print(f"base: {p.base.model} -> {args.out} ({basemodel.folder_size(args.out) / 1e6:.1f} MB) "
           f"in {time.perf_counter() - start:.1f} s")
 

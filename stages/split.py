@@ -20,7 +20,7 @@ def main(argv=None):
     set_offline_env()
     p = params.load("split")
     preflight.check("split")
-    tokenizer = basemodel.load_tokenizer(p.base.model.strip(), p.base.trust_remote_code)
+    tokenizer = basemodel.load_tokenizer(p.base.model.strip(), p.base.trust_remote_code, p.base.revision)
     budget = splitting.EvalBudget(tokenizer, p.prompt.system, list(p.schema.fields), p.eval.n_ctx,
                                   p.eval.max_new_tokens)
     splitting.run(args.corpus, p.schema.fields, p.split, p.seed, args.out_dir, args.metrics,

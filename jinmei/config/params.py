@@ -306,6 +306,19 @@ def names(v):
         return "lists a name twice"
 
 
+TRACKERS = ("tensorboard", "wandb", "mlflow", "comet_ml", "trackio")  # transformers' report_to integrations
+
+
+def trackers(v):
+    if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
+        return f"must be a list of trackers ([] for none): {', '.join(TRACKERS)}"
+    unknown = [x for x in v if x not in TRACKERS]
+    if unknown:
+        return f"names {', '.join(map(repr, unknown))}, not one of {', '.join(TRACKERS)}"
+    if len(set(v)) != len(v):
+        return "lists a tracker twice"
+
+
 def one_of(*choices: str) -> Rule:
     def rule(v):
         if v not in choices:
@@ -373,6 +386,7 @@ class Base:
     model: str = knob(text)
     max_seq_length: int = knob(POSITIVE_INT)
     save_dtype: str = knob(one_of("float32", "bfloat16", "float16"))
+    revision: str | None = knob(null_or(text), "a hub id's commit: dvc.lock sees a changed model only through it")
     trust_remote_code: bool = knob(boolean)
     tiny: dict = knob(tiny_sizes)
 
@@ -422,6 +436,8 @@ class Train:
     save_steps: int = knob(POSITIVE_INT)
     group_by_length: bool = knob(boolean)
     loss_type: str = knob(one_of("nll", "chunked_nll", "dft"))
+    report_to: list = knob(trackers, "trackers that also get every logged step through transformers' integrations "
+                           "(the dvclive curves and the terminal bar are always written)")
 
 
 @dataclass(frozen=True)

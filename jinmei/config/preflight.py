@@ -215,7 +215,7 @@ def _optional_tokenizer(p: Params):
     try:
         from jinmei.model.basemodel import load_tokenizer
 
-        return load_tokenizer(p.base.model.strip(), p.base.trust_remote_code)
+        return load_tokenizer(p.base.model.strip(), p.base.trust_remote_code, p.base.revision)
     except Exception:
         return None
 
@@ -268,6 +268,10 @@ def check_training_host(p: Params) -> None:
         if importlib.util.find_spec("unsloth") is None:
             raise _fail("train.backend", p.train.backend, "Unsloth is not installed (`pip install -e '.[gpu]'`); "
                                                           "use auto or hf")
+    missing = [t for t in p.train.report_to if importlib.util.find_spec(t) is None]
+    if missing:
+        raise _fail("train.report_to", p.train.report_to,
+                    f"{', '.join(missing)} is not installed here (`pip install {' '.join(missing)}`); or drop it")
     if p.train.processes != "auto" and gpus and p.train.processes > gpus:
         raise _fail("train.processes", p.train.processes,
                     f"is more than the {gpus} visible GPU(s): each process needs its own; use auto or <= {gpus}")
@@ -294,7 +298,7 @@ def check(stage: str, base_dir: Path | str | None = None, params_file: Path | st
         check_base_model(p)
         from jinmei.model.basemodel import load_tokenizer
 
-        tokenizer = load_tokenizer(p.base.model.strip(), p.base.trust_remote_code)
+        tokenizer = load_tokenizer(p.base.model.strip(), p.base.trust_remote_code, p.base.revision)
         check_template(p, tokenizer)
         prompt_tokens = minimal_prompt_tokens(p, tokenizer)
     elif stage == "split":  # split loads the tokenizer anyway: eval's budget is checked where it loads offline
@@ -347,7 +351,7 @@ def main(argv: list[str] | None = None) -> None:
         check_base_model(p)
         from jinmei.model.basemodel import load_tokenizer
 
-        tokenizer = load_tokenizer(p.base.model.strip(), p.base.trust_remote_code)
+        tokenizer = load_tokenizer(p.base.model.strip(), p.base.trust_remote_code, p.base.revision)
         check_template(p, tokenizer)
         check_eval_budget(p, minimal_prompt_tokens(p, tokenizer))
     print(f"params.yaml: OK for stage {args.stage} and the stages after it")

@@ -179,7 +179,24 @@ def _hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
-def _from_pretrained(name: str, trust_remote_code: bool):
+def hub_revision(spec: str, revision: str | None) -> str | None:
+    """The revision to load `spec` at: a hub id needs one (a commit), so that params.yaml, hence dvc.lock, changes
+    when the model does; a local folder is what it holds and takes none."""
+    is_hub_id = not (spec == TINY or spec.startswith("bundled:") or spec.startswith(("/", ".", "~"))
+                     or Path(spec).expanduser().is_dir())
+    if is_hub_id and not revision:
+        raise JinmeiError(
+            f"params.yaml base.model: '{spec}' is a hub id without base.revision: the hub can change the model under "
+            f"the same name and dvc.lock would not see it. Set base.revision to a commit: `python -c \"from "
+            f"huggingface_hub import HfApi; print(HfApi().model_info('{spec}').sha)\"`, or download it to a folder "
+            f"(`hf download {spec} --local-dir DIR`) and set base.model to DIR")
+    if revision and not is_hub_id:
+        raise JinmeiError(f"params.yaml base.revision={revision!r}: base.model '{spec}' is not a hub id (a folder, "
+                          "bundled: or tiny-random); set base.revision: null")
+    return revision or None
+
+
+def _from_pretrained(name: str, trust_remote_code: bool, revision: str | None = None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     is_folder = Path(name).expanduser().is_dir()
@@ -187,8 +204,9 @@ def _from_pretrained(name: str, trust_remote_code: bool):
         raise JinmeiError(f"params.yaml base.model: folder {name} not found")
     name = str(Path(name).expanduser()) if is_folder else name
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, revision=revision)
         model = AutoModelForCausalLM.from_pretrained(name, trust_remote_code=trust_remote_code, dtype="auto",
+                                                     revision=revision,
                                                      use_safetensors=True)  # never unpickle weights
     except OSError as e:
         if is_folder:
@@ -209,20 +227,22 @@ def _from_pretrained(name: str, trust_remote_code: bool):
 
 
 def materialise(spec: str, out_dir: Path, save_dtype: str = "bfloat16", trust_remote_code: bool = False,
-                tiny: dict[str, Any] | None = None, seed: int = 0) -> None:
+                tiny: dict[str, Any] | None = None, seed: int = 0, revision: str | None = None) -> None:
     _torch_dtype(save_dtype)  # fail on a bad dtype before loading anything
+    revision = hub_revision(spec, revision)
     if spec == TINY:
         make_tiny_base(out_dir, seed, tiny, save_dtype)
     elif spec.startswith("bundled:"):
         gguf_path = bundled_gguf_path(spec)
         _save(model_from_gguf(gguf_path), smollm2_tokenizer(gguf_path), out_dir, save_dtype)
     else:
-        model, tokenizer = _from_pretrained(spec, trust_remote_code)
+        model, tokenizer = _from_pretrained(spec, trust_remote_code, revision)
         _save(model, tokenizer, out_dir, save_dtype, spec)
 
 
-def load_tokenizer(spec: str, trust_remote_code: bool = False):
+def load_tokenizer(spec: str, trust_remote_code: bool = False, revision: str | None = None):
     """The tokenizer `materialise` will save for base.model, loaded alone (seconds): for the pre-flight checks."""
+    revision = hub_revision(spec, revision)
     if spec == TINY:
         return smollm2_tokenizer()
     if spec.startswith("bundled:"):
@@ -231,7 +251,7 @@ def load_tokenizer(spec: str, trust_remote_code: bool = False):
 
     name = str(Path(spec).expanduser()) if Path(spec).expanduser().is_dir() else spec
     try:
-        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, revision=revision)
     except OSError as e:
         raise JinmeiError(f"params.yaml base.model: cannot load the tokenizer of '{spec}': {e}") from e
 

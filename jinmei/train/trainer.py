@@ -357,7 +357,7 @@ def sft_config(tp, seed: int, backend: str, world: int, *, output_dir: Path | st
         save_strategy="steps" if save else "no",
         save_steps=int(tp.save_steps),
         save_total_limit=1,
-        report_to="none",
+        report_to=list(tp.report_to) or "none",      # dvclive and the rich bar: _callbacks, always
         disable_tqdm=True,
         seed=seed,
         data_seed=seed,

@@ -57,6 +57,8 @@ def test_tiny_params_are_valid(raw, tmp_path):
 
 # (key, bad value, stage that must refuse it, words the message must contain)
 BAD_VALUES = [
+    ("base.revision", "", "split", "base.revision='': must be a non-empty string"),
+    ("train.report_to", "wandb", "demo", "train.report_to='wandb': must be a list of trackers"),
     ("stage2.lr", -1e-4, "stage2", "params.yaml stage2.lr=-0.0001: must be a positive number"),
     ("stage2.lr", 0, "stage2", "stage2.lr=0: must be a positive number"),
     ("stage2.lr", "fast", "stage2", "stage2.lr='fast': must be a positive number"),
@@ -293,3 +295,27 @@ def test_profile_cli_applies_in_place(tmp_path):
                           "--params", str(tmp_path / "params.yaml")], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 1 and "stage2.lrr: not a key of params.yaml" in bad.stderr
     assert (tmp_path / "params.yaml").read_bytes() == before
+
+
+@pytest.mark.parametrize("value, words", [
+    ("wandb", "must be a list of trackers"),
+    (["wandb", "wandb"], "twice"),
+    (["neptune"], "'neptune', not one of"),
+    ([1], "must be a list of trackers"),
+])
+def test_report_to_names_known_trackers_only(raw, tmp_path, value, words):
+    raw["train"]["report_to"] = value
+    with pytest.raises(JinmeiError, match=words):
+        refuse(raw, "demo", tmp_path)
+
+
+def test_a_tracker_that_is_not_installed_is_refused_at_the_first_training_stage(raw, tmp_path):
+    import importlib.util
+
+    missing = next((t for t in P.TRACKERS if importlib.util.find_spec(t) is None), None)
+    if missing is None:
+        pytest.skip("every tracker is installed here")
+    raw["train"]["report_to"] = [missing]
+    refuse(raw, "split", tmp_path)                  # stages that do not train do not need it
+    with pytest.raises(JinmeiError, match=f"train.report_to.*{missing} is not installed"):
+        refuse(raw, "sanity", tmp_path)

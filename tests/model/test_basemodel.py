@@ -212,5 +212,22 @@ def test_uncached_hub_id_offline_says_how_to_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(JinmeiError, match="nor in the HF cache.*JINMEI_ALLOW_HUB=1"):
-        base.materialise("jinmei-test/no-such-model", tmp_path / "out")
+        base.materialise("jinmei-test/no-such-model", tmp_path / "out", revision="0" * 40)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_hub_id_without_a_revision_is_refused_before_any_download(tmp_path, monkeypatch):
+    """dvc.lock sees params.yaml: a hub id at no fixed commit could change under the same name unnoticed."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for load in (lambda: base.load_tokenizer("Qwen/Qwen2.5-7B-Instruct"),
+                 lambda: base.materialise("Qwen/Qwen2.5-7B-Instruct", tmp_path / "out")):
+        with pytest.raises(JinmeiError, match="hub id without base.revision.*model_info.*hf download"):
+            load()
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_revision_for_a_folder_or_the_bundled_model_is_refused(tmp_path):
+    for spec in ("bundled:smollm2-135m-instruct", str(tmp_path)):
+        with pytest.raises(JinmeiError, match="is not a hub id.*base.revision: null"):
+            base.load_tokenizer(spec, revision="0123abcd")
+    assert base.hub_revision("org/model", "0123abcd") == "0123abcd"
