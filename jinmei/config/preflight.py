@@ -54,6 +54,9 @@ def check_base_model(p: Params) -> None:
 
         bundled_gguf_path(spec)  # raises a JinmeiError naming the package to install
         return
+    from jinmei.model.basemodel import hub_revision
+
+    hub_revision(spec, p.base.revision)  # a hub id without its commit, or a commit for a folder: refused first
     path = Path(spec).expanduser()
     if path.is_dir() or spec.startswith(("/", ".", "~")) or os.sep in spec and path.exists():
         if not path.is_dir():
@@ -65,10 +68,10 @@ def check_base_model(p: Params) -> None:
         return
     from huggingface_hub import try_to_load_from_cache
 
-    if not isinstance(try_to_load_from_cache(spec, "config.json"), str):
+    if not isinstance(try_to_load_from_cache(spec, "config.json", revision=p.base.revision), str):
         raise _fail("base.model", spec,
-                    "neither a local folder nor in the Hugging Face cache, and stages run offline. Fix: run "
-                    f"`hf download {spec}` (or the base stage once with JINMEI_ALLOW_HUB=1), or set base.model "
+                    f"neither a local folder nor in the Hugging Face cache at revision {p.base.revision}, and stages "
+                    f"run offline. Fix: run `hf download {spec} --revision {p.base.revision}` (or the base stage once with JINMEI_ALLOW_HUB=1), or set base.model "
                     "to a local folder, bundled:smollm2-135m-instruct or tiny-random")
 
 
@@ -132,7 +135,7 @@ def _config_json(p: Params, base_dir: Path | str | None) -> tuple[Path, dict] | 
             try:
                 from huggingface_hub import try_to_load_from_cache
 
-                cached = try_to_load_from_cache(spec, "config.json")
+                cached = try_to_load_from_cache(spec, "config.json", revision=p.base.revision)
                 if isinstance(cached, str):
                     candidates.append(Path(cached))
             except Exception:  # an odd cache or hub id: the base stage, which loads the model, says what is wrong

@@ -207,12 +207,12 @@ def test_quantize_without_llama_cpp(raw, tmp_path, monkeypatch):
 
 def test_base_model_missing_offline(raw, tmp_path, monkeypatch):
     monkeypatch.delenv("JINMEI_ALLOW_HUB", raising=False)
+    sha = "0" * 40
+    raw = with_change(raw, "base.revision", sha)
     for spec, words in [
-        ("jinmei-tests/not-a-cached-model", "neither a local folder nor in the Hugging Face cache, and stages run "
-                                            "offline. Fix: run `hf download jinmei-tests/not-a-cached-model`"),
-        (str(tmp_path / "nowhere"), "not found"),
-        (str(tmp_path), "has no config.json"),
-        ("bundled:other-model", "unknown bundled model"),
+        ("jinmei-tests/not-a-cached-model", f"neither a local folder nor in the Hugging Face cache at revision {sha}, "
+                                            "and stages run offline. Fix: run `hf download "
+                                            f"jinmei-tests/not-a-cached-model --revision {sha}`"),
     ]:
         with pytest.raises(JinmeiError, match="base.model"):
             refuse(with_change(raw, "base.model", spec), "base", tmp_path)
@@ -220,6 +220,16 @@ def test_base_model_missing_offline(raw, tmp_path, monkeypatch):
             refuse(with_change(raw, "base.model", spec), "base", tmp_path)
         except JinmeiError as e:
             assert words in str(e)
+    raw = with_change(raw, "base.revision", None)
+    for spec, words in [
+        ("jinmei-tests/not-a-cached-model", "is a hub id without base.revision"),
+        (str(tmp_path / "nowhere"), "not found"),
+        (str(tmp_path), "has no config.json"),
+        ("bundled:other-model", "unknown bundled model"),
+    ]:
+        with pytest.raises(JinmeiError, match="base.model") as err:
+            refuse(with_change(raw, "base.model", spec), "base", tmp_path)
+        assert words in str(err.value)
     refuse(with_change(raw, "base.model", "jinmei-tests/not-a-cached-model"), "split", tmp_path)
 
 
