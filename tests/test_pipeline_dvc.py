@@ -198,3 +198,33 @@ def test_a_code_edit_makes_exactly_its_stages_stale(tmp_path_factory, module, ex
         f.write("\n# an edit\n")
     status = dvc(repo, "status")
     assert changed_stages(status) == expected, status
+
+
+def test_a_queued_sweep_runs_and_jinmei_compare_reads_it_back(tmp_path_factory):
+    """The repair ladder as advice prints it: variants queued as named experiments, run by `dvc queue start` (each in
+    a temporary clone of the commit), then read back by name through dvc.api by `jinmei-compare`."""
+    import subprocess
+    import sys
+
+    built = tiny_repo.session_repo(tmp_path_factory)
+    repo = tiny_repo.clone(built.repo, tmp_path_factory.mktemp("queue") / "repo")
+    names = {"stage2-lr-5e-05": "stage2.lr=5e-05", "stage2-lr-0.002": "stage2.lr=0.002"}
+    for name, override in names.items():
+        dvc(repo, "exp", "run", "--queue", "-n", name, "-S", override)
+    dvc(repo, "queue", "start")
+    deadline, status = time.monotonic() + 900, ""
+    while time.monotonic() < deadline:
+        status = dvc(repo, "queue", "status")
+        if not any(word in status for word in ("Queued", "Running")):
+            break
+        time.sleep(5)
+    for name in names:
+        assert any(name in line and "Success" in line for line in status.splitlines()), status
+    done = subprocess.run([sys.executable, "-m", "jinmei.eval.compare", "HEAD", *names, "--json"], cwd=repo,
+                          env=tiny_repo.env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report["runs"] == ["HEAD", *names] and len(report["pairs"]) == 3
+    for pair in report["pairs"]:
+        assert pair["articles"] == {"dev_all": 20, "dev_positive": 8}, pair
+        assert all(0 <= d["p"] <= 1 for d in pair["decisions"]) and pair["verdict"], pair
