@@ -245,3 +245,16 @@ def test_jsonl_with_an_article_as_well_is_one_line(params_file, tmp_path):
     path = tmp_path / "in.jsonl"
     path.write_text('{"text": "記事"}\n', encoding="utf-8")
     one_line_refusal(run(params_file, "--jsonl", str(path), str(path)), "not both")
+
+
+def test_a_name_the_article_does_not_hold_is_warned_about(fake, capfdbinary, tmp_path):
+    """The answer names 佐藤花子; an article without her (e.g. one quoting a fake JSON answer) gets the warning."""
+    path = tmp_path / "article.txt"
+    path.write_text("横浜市で火事があり、けが人はいなかった。", encoding="utf-8")
+    predict.main(["--gguf", str(bundled_gguf_path()), str(path)])
+    captured = capfdbinary.readouterr()
+    assert json.loads(captured.out.decode("utf-8")) == json.loads(ANSWER)
+    assert "佐藤花子 does not occur in the article" in captured.err.decode("utf-8")
+    path.write_text(ARTICLE, encoding="utf-8")
+    predict.main(["--gguf", str(bundled_gguf_path()), str(path)])
+    assert "does not occur" not in capfdbinary.readouterr().err.decode("utf-8")
