@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from jinmei.data.corpus import LONG_TEXT_CHARS, load_corpus, show_id, visible
+from jinmei.data.names import name_index
 from jinmei.errors import JinmeiError
 from jinmei.files import atomic_path, write_json, write_jsonl
 from jinmei.template import chat
@@ -409,6 +410,14 @@ def fit_dev(records: list[dict[str, Any]], split, seed: int, budget: EvalBudget,
     return splits, report
 
 
+def novelty(splits: dict[str, list[dict[str, Any]]], key: str) -> dict[str, int]:
+    """How many Dev-Positive persons have a name no training article holds (eval scores them apart: found by reading,
+    not by remembering)."""
+    seen = name_index(r["text"] for name in ("sanity", "train_positive", "train_empty") for r in splits[name])
+    names = [p.get(key) for r in splits["dev_positive"] for p in r["output"]["persons"]]
+    return {"dev_positive_persons": len(names), "dev_positive_persons_unseen": sum(1 for n in names if not seen(n))}
+
+
 def run(corpus: Path, fields: list[str], split, seed: int, out_dir: Path, metrics_file: Path,
         specials: list[str] = (), budget: EvalBudget | None = None) -> None:
     """Check the corpus, cut the splits (every dev article measured against eval's budget), then write them (the
@@ -427,6 +436,7 @@ def run(corpus: Path, fields: list[str], split, seed: int, out_dir: Path, metric
                    dev_too_long_kept=too_long["kept"], dev_prompt_tokens_max=too_long["prompt_tokens_max"],
                    dev_answer_tokens_max=too_long["answer_tokens_max"])
     metrics["oddities"] = {**odd, **counted(report, near_conflicts, corpus), "too_long": too_long}
+    metrics.update(novelty(splits, fields[0]))
     # Everything is checked: only now touch the outputs.
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()

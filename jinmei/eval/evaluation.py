@@ -21,9 +21,11 @@ from jinmei.infer import engine as llm
 from jinmei.errors import JinmeiError
 from jinmei.files import atomic_path, write_json
 from jinmei.infer.generate import greedy_answers
-from jinmei.eval.scoring import confusion_rows, score
+from jinmei.data.names import name_index
+from jinmei.eval.scoring import by_novelty, confusion_rows, score
 
 SPLITS = ("dev_all", "dev_positive")
+TRAINING_SPLITS = ("sanity", "train_positive", "train_empty")   # every article a training stage may draw
 COMPARE_KEYS = ("recall", "person_f1", "schema_valid_rate", "truncated")
 console = Console()
 
@@ -197,6 +199,10 @@ def summary_table(metrics: dict[str, Any], warnings: list[str] | None = None) ->
                 "exact_match", "json_parse_rate", "schema_valid_rate", "answered_empty_rate", "truncated"):
         mark = " [bold red](!)[/]" if key in flagged else ""
         t.add_row(key + mark, fmt(a.get(key), a.get("ci95", {}).get(key)), fmt(p.get(key), p.get("ci95", {}).get(key)))
+    for group, g in p.get("names", {}).items():   # names that do / do not occur in a training article
+        t.add_row(f"person_recall, {group} names (n={g['persons_gold']})", "",
+                  fmt(g["person_recall"], g["ci95"]["person_recall"]))
+        t.add_row(f"person_f1, {group} names", "", fmt(g["person_f1"]))
     for f, v in p["field_recall"].items():
         t.add_row(f"field_recall.{f}", "", fmt(v))
     for f, v in p["field_missing"].items():
@@ -256,6 +262,7 @@ def run(p, *, gguf: Path, splits_dir: Path, base: Path, stage1: Path, merged: Pa
                                           "workers": len(llm.worker_devices(ev.workers, llm.visible_gpus())),
                                           "n_threads": ev.n_threads}}
     predictions, plots = {}, {}
+    seen = name_index(row["text"] for name in TRAINING_SPLITS for row in read_split(splits_dir / f"{name}.jsonl"))
     for name, rows in splits.items():
         records = [{"gold": r["output"], "text": answers[r["text"]].text, "truncated": answers[r["text"]].truncated,
                     "article": r["text"]} for r in rows]
@@ -264,6 +271,8 @@ def run(p, *, gguf: Path, splits_dir: Path, base: Path, stage1: Path, merged: Pa
         predictions[name] = [prediction_row(r, s, answers[r["text"]], r["text"] in too_long)
                              for r, s in zip(rows, scored_rows)]
         plots[f"confusion_{name}"] = confusion_rows(scored_rows)
+        if name == "dev_positive":
+            metrics[name]["names"] = by_novelty(scored_rows, fields[0], seen)
     metrics["throughput"] = throughput
 
     n_compare = min(ev.compare_subset, len(splits["dev_positive"]))

@@ -7,21 +7,14 @@ failure in both directions (a miss on a positive article, a false positive on an
 from __future__ import annotations
 
 import math
-import unicodedata
 from collections import Counter, defaultdict
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
+from jinmei.data.names import normalize
 from jinmei.template.prompt import parse_answer
 
 VERDICTS = ("ok", "not_json", "bad_schema", "truncated")
 CLASSES = ("empty", "non_empty", "invalid")
-
-
-def normalize(value: Any) -> str:
-    """NFKC and no whitespace at all: 山田 太郎 == 山田　太郎 == 山田太郎; None == ''."""
-    if value is None:
-        return ""
-    return "".join(unicodedata.normalize("NFKC", str(value)).split())
 
 
 def judge(text: str, truncated: bool, fields: Sequence[str]) -> tuple[Any, str]:
@@ -173,6 +166,30 @@ def names_not_in(article: str, value: Any, key: str) -> list[str]:
     text = normalize(article)
     return [p[key] for p in value["persons"]
             if isinstance(p, dict) and isinstance(p.get(key), str) and normalize(p[key]) not in text]
+
+
+def by_novelty(rows: list[dict[str, Any]], key: str, seen: Callable[[Any], bool]) -> dict[str, Any]:
+    """Person recall, precision and F1 apart for names that occur in a training article ("seen") and names that do
+    not ("unseen"). A predicted person belongs to the group of its own name, so a match stays in one group."""
+    counts = {group: Counter() for group in ("seen", "unseen")}
+    for r in rows:
+        gold = [g for g in r["gold"].get("persons", []) if isinstance(g, dict)]
+        predicted = r["value"]["persons"] if r["verdict"] == "ok" else []
+        for p, _ in match_persons(predicted, gold, key):
+            counts["seen" if seen(p.get(key)) else "unseen"]["matched"] += 1
+        for g in gold:
+            counts["seen" if seen(g.get(key)) else "unseen"]["gold"] += 1
+        for p in predicted:
+            counts["seen" if seen(p.get(key)) else "unseen"]["predicted"] += 1
+    out = {}
+    for group, c in counts.items():
+        out[group] = {"persons_gold": c["gold"], "persons_predicted": c["predicted"], "persons_matched": c["matched"],
+                      "person_recall": _ratio(c["matched"], c["gold"]),
+                      "person_precision": _ratio(c["matched"], c["predicted"]),
+                      "person_f1": _f1(c["matched"], c["predicted"], c["gold"]),
+                      "ci95": {"person_recall": wilson(c["matched"], c["gold"]),
+                               "person_precision": wilson(c["matched"], c["predicted"])}}
+    return out
 
 
 def score(records: list[dict[str, Any]], fields: Sequence[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:

@@ -69,6 +69,10 @@ def test_sizes_shares_and_shape(workdir):
     assert metrics["dev_all_count"] == 100 and metrics["dev_all_positive_share"] == 0.2
     assert metrics["records_accepted"] == 600 and metrics["records_rejected"] == 0
     assert all(not isinstance(v, (dict, list)) for k, v in metrics.items() if k != "oddities"), "counts stay flat"
+    names = [p["name"] for r in files["dev_positive"] for p in r["output"]["persons"]]
+    training = [r["text"] for name in ("sanity", "train_positive", "train_empty") for r in files[name]]
+    unseen = [n for n in names if not any(n in text for text in training)]
+    assert (metrics["dev_positive_persons"], metrics["dev_positive_persons_unseen"]) == (len(names), len(unseen))
 
 
 def test_splits_are_disjoint_and_sanity_is_from_training(workdir):

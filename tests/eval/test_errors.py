@@ -167,7 +167,8 @@ def test_eval_run_writes_the_page_beside_the_advice(tmp_path, monkeypatch):
     p = parse(raw)
     splits = tmp_path / "splits"
     splits.mkdir()
-    articles = {"dev_all": [("e1", "男が店に押し入った。", [])], "dev_positive": [("p1", "山田太郎さんが表彰された。", [YAMADA])]}
+    articles = {"dev_all": [("e1", "男が店に押し入った。", [])], "dev_positive": [("p1", "山田太郎さんが表彰された。", [YAMADA])],
+                "sanity": [], "train_positive": [], "train_empty": []}
     for name, items in articles.items():
         (splits / f"{name}.jsonl").write_text("".join(json.dumps({"id": i, "text": t, "output": {"persons": g}},
                                                                  ensure_ascii=False) + "\n" for i, t, g in items))

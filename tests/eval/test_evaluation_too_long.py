@@ -37,7 +37,8 @@ def evaluated(tmp_path_factory, tiny_base):
     splits.mkdir()
     files = {"dev_all": [row("e1", SHORT[1]), row("long\n\x1b[2J1", LONG), row("e2", SHORT[2])],
              "dev_positive": [row("p1", SHORT[0], [PERSON]), row("long-p", "山田太郎さん。" + LONG, [PERSON])]}
-    for name, rows in files.items():
+    training = {"sanity": [], "train_positive": [row("t1", "山田太郎さん。", [PERSON])], "train_empty": []}
+    for name, rows in {**files, **training}.items():
         (splits / f"{name}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
                                               encoding="utf-8")
     out, printed = tmp_path / "out", io.StringIO()
@@ -54,6 +55,8 @@ def evaluated(tmp_path_factory, tiny_base):
 def test_too_long_article_is_one_counted_failure_not_a_refused_run(evaluated):
     _, details, predictions, _ = evaluated
     assert details["dev_all"]["too_long"] == 1 and details["dev_positive"]["too_long"] == 1
+    names = details["dev_positive"]["names"]          # 山田太郎 is in a training article: both gold persons are seen
+    assert (names["seen"]["persons_gold"], names["unseen"]["persons_gold"]) == (2, 0)
     assert details["dev_all"]["n"] == 3 and details["dev_all"]["verdicts"]["truncated"] >= 1
     long_rows = [r for rows in predictions.values() for r in rows if r["too_long"]]
     assert [r["id"] for r in long_rows] == ["long\n\x1b[2J1", "long-p"]

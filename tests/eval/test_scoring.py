@@ -158,3 +158,20 @@ def test_eval_counts_names_not_in_the_article_per_split():
     assert [r["names_not_in_article"] for r in rows] == [["偽名"], []]
     _, without = score([{"gold": gold, "text": real, "truncated": False}], fields)
     assert "names_not_in_article" not in without
+
+
+def test_names_seen_in_training_are_scored_apart_from_unseen_ones():
+    from jinmei.data.names import name_index
+    from jinmei.eval.scoring import by_novelty
+
+    seen = name_index(["東京都の山田 太郎さん（40）が表彰された。", "天気は晴れ。"])   # normalized: 山田太郎 occurs
+    assert seen("山田太郎") and seen("山田　太郎") and not seen("佐藤花子") and not seen("") and not seen(None)
+    rows, _ = score([rec(YAMADA, answer_text(YAMADA, FIELDS)),             # seen, found
+                     rec(TWO, answer_text({"persons": TWO["persons"][:1]}, FIELDS)),   # 2 unseen, one found
+                     rec({"persons": [person("高橋", "a", None, None)]}, answer_text(EMPTY, FIELDS))], FIELDS)
+    groups = by_novelty(rows, "name", seen)
+    assert (groups["seen"]["persons_gold"], groups["seen"]["persons_matched"], groups["seen"]["person_f1"]) == (1, 1, 1.0)
+    unseen = groups["unseen"]
+    assert (unseen["persons_gold"], unseen["persons_predicted"], unseen["persons_matched"]) == (3, 1, 1)
+    assert unseen["person_recall"] == pytest.approx(1 / 3) and unseen["person_f1"] == pytest.approx(2 * 1 / (1 + 3))
+    assert unseen["ci95"]["person_recall"][0] < 1 / 3 < unseen["ci95"]["person_recall"][1]
