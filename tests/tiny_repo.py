@@ -24,7 +24,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = tuple(yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"])
 # Not copied: other runs' results, the main repository's lock and metrics (the tiny repo makes its own).
-EXCLUDED = (re.compile(r"^benchmarks/results/"), re.compile(r"^dvc\.lock$"), re.compile(r"^metrics/"))
+EXCLUDED = (re.compile(r"^benchmarks/results/"), re.compile(r"^dvc\.lock$"), re.compile(r"^metrics/"),
+            re.compile(r"^data/real/"))   # real corpora: no tiny pipeline reads them
 
 # Smallest configuration that still runs every stage for real (tiny random llama, 2 optimizer steps).
 TINY_PARAMS: dict[str, Any] = {

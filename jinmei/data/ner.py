@@ -175,7 +175,7 @@ def convert(records: list[Any], fields: list[str], person_type: str = PERSON_TYP
 
 
 def schema_fields(option: str | None, params_file: Path) -> list[str]:
-    """--fields, else params.yaml's schema.fields (the corpus must carry exactly those), else the committed four."""
+    """--fields, else params.yaml's schema.fields (the corpus must hold exactly those), else the committed four."""
     if option is not None:
         fields = [f.strip() for f in option.split(",")]
         if not all(fields) or len(set(fields)) < len(fields):
