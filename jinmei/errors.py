@@ -1,7 +1,9 @@
-"""The one kind of error a user can fix, and how a stage reports it: one line, exit 1, no traceback."""
+"""The one kind of error a user can fix, and how a stage or command reports it: one line, no traceback."""
 from __future__ import annotations
 
+import argparse
 import sys
+from typing import Callable
 
 
 class JinmeiError(Exception):
@@ -15,3 +17,25 @@ def run_main(main, argv: list[str] | None = None) -> None:
     except JinmeiError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse for the console commands, but a bad flag is one line (argparse prints the usage too), exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message}; see `{self.prog} --help`\n")
+
+
+def positive_int(of: str = "") -> Callable[[str], int]:
+    """An argparse type: a whole number >= 1 ("must be a positive whole number[ of <of>]" otherwise)."""
+    what = "a positive whole number" + (f" of {of}" if of else "")
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
+        return value
+    return parse

@@ -12,7 +12,6 @@ different versions of the code are judged by one rule. docs/metrics.md ("Compari
 """
 from __future__ import annotations
 
-import argparse
 import io
 import itertools
 import json
@@ -25,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from jinmei.config.params import load_all
-from jinmei.errors import JinmeiError, run_main
+from jinmei.errors import JinmeiError, OneLineParser, positive_int, run_main
 from jinmei.eval.errors import escape
 from jinmei.eval.evaluation import show_id
 from jinmei.eval.scoring import answer_class, gold_class, match_persons, score
@@ -246,29 +245,12 @@ def markdown(pairs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line (argparse prints the usage too), exit 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {self.prog}: {message}; see `{self.prog} --help`\n")
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {value}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> None:
-    ap = _Parser(prog="jinmei-compare", description="Compare the eval answers of two or more runs on the same dev "
+    ap = OneLineParser(prog="jinmei-compare", description="Compare the eval answers of two or more runs on the same dev "
                  "articles: paired tests, not overlapping intervals.")
     ap.add_argument("runs", nargs="+", metavar="RUN", help=RUN_HELP)
     ap.add_argument("--json", action="store_true", help="print JSON (for scripts) instead of markdown")
-    ap.add_argument("--resamples", type=_count, default=RESAMPLES, help="bootstrap resamples (default %(default)s)")
+    ap.add_argument("--resamples", type=positive_int(), default=RESAMPLES, help="bootstrap resamples (default %(default)s)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default %(default)s)")
     args = ap.parse_args(argv)
     if len(args.runs) < 2:

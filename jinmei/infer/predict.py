@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from jinmei.infer.engine import Engine, gguf_path
-from jinmei.errors import JinmeiError, run_main
+from jinmei.errors import JinmeiError, OneLineParser, positive_int, run_main
 from jinmei.config.params import load_all
 from jinmei.data.corpus import BOM, MAX_LINE_BYTES
 from jinmei.runtime import set_offline_env
@@ -27,23 +27,6 @@ from jinmei.infer import engine as llm
 # so an endless stream (`< /dev/urandom`, `yes |`) is refused instead of read until memory runs out.
 MAX_ARTICLE_BYTES = MAX_LINE_BYTES
 ICONV_HINT = "convert it to UTF-8, e.g. `iconv -f SHIFT_JIS -t UTF-8` (Shift_JIS/cp932) or `nkf -w`"
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line (argparse prints the usage too), exit 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {self.prog}: {message}; see `{self.prog} --help`\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number of tokens, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number of tokens, got {value}")
-    return value
 
 
 def decode_article(data: bytes, source: str) -> str:
@@ -208,7 +191,7 @@ def write_stdout(line: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = _Parser(prog="jinmei-predict", description="Extract the persons of a Japanese news article as JSON.")
+    ap = OneLineParser(prog="jinmei-predict", description="Extract the persons of a Japanese news article as JSON.")
     ap.add_argument("file", nargs="?", type=Path, help="a UTF-8 text file with the article (default: stdin)")
     ap.add_argument("--jsonl", type=Path, metavar="IN",
                     help="a batch: one JSON object with \"text\" (and \"id\") per line; one JSON answer per line out")
@@ -217,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
                                                 "or $JINMEI_PARAMS); with --gguf, runs outside the repository")
     ap.add_argument("--grammar", action=argparse.BooleanOptionalAction, default=None,
                     help="constrain decoding to the answer's JSON schema (default: params eval.grammar)")
-    ap.add_argument("--max-new-tokens", type=_positive_int,
+    ap.add_argument("--max-new-tokens", type=positive_int("tokens"),
                     help="at most this many answer tokens, fewer than eval.n_ctx (default: params eval.max_new_tokens)")
     args = ap.parse_args(argv)
     set_offline_env()
