@@ -242,7 +242,7 @@ def _sft_config(tmp_path, **train):
     from jinmei.train.trainer import sft_config
 
     tp = SimpleNamespace(**{"lr_scheduler": "cosine", "warmup_ratio": 0.05, "weight_decay": 0.0, "max_grad_norm": 1.0,
-                            "save_steps": 10, "group_by_length": True, "loss_type": "nll", **train})
+                            "save_steps": 10, "group_by_length": True, "loss_type": "nll", "report_to": [], **train})
     return sft_config(tp, 0, "hf", 1, output_dir=tmp_path, lr=1e-3, steps=20, per_device=2, accum=1, save=False)
 
 

@@ -145,7 +145,7 @@ def test_every_knob_has_a_bad_value_test():
 
 
 def test_exponent_strings_from_dvc_exp_run_are_numbers(tmp_path):
-    text = (ROOT / "params.yaml").read_text(encoding="utf-8").replace("lr: 1.0e-5", "lr: 5e-05")
+    text = (ROOT / "params.yaml").read_text(encoding="utf-8").replace("lr: 1.25e-5", "lr: 5e-05")
     (tmp_path / "params.yaml").write_text(text, encoding="utf-8")
     assert P.load_all(tmp_path / "params.yaml").stage2.lr == 5e-05
 
@@ -247,7 +247,7 @@ def test_max_seq_length_too_small_for_a_minimal_example(raw, tiny_base, tmp_path
 
 
 def test_preflight_cli_reports_one_line(tmp_path):
-    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text().replace("  lr: 1.0e-5", "  lrr: 1.0e-5"))
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text().replace("  lr: 1.25e-5", "  lrr: 1.25e-5"))
     done = subprocess.run([sys.executable, "-m", "jinmei.config.preflight"], cwd=ROOT, capture_output=True, text=True,
                           env={**__import__("os").environ, "JINMEI_PARAMS": str(tmp_path / "params.yaml")})
     assert done.returncode == 1

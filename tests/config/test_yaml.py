@@ -73,7 +73,7 @@ def test_the_committed_files_read_the_same_by_both():
 
 
 def test_exponent_without_a_dot_stays_a_float(tmp_path):
-    path = edited(tmp_path, "lr: 1.0e-5", "lr: 5e-05")
+    path = edited(tmp_path, "lr: 1.25e-5", "lr: 5e-05")
     assert P.load_all(path).stage2.lr == 5e-05 and dvc_reads(path.read_text())["stage2"]["lr"] == 5e-05
 
 
@@ -121,7 +121,7 @@ def test_quoting_the_value_says_it_is_text(tmp_path):
 
 
 @pytest.mark.parametrize("old,new,needle,key", [
-    ("  lr: 1.0e-5", "  lr: 1.0e-5\n  lr: 1.0e-4", "lr: 1.0e-4", "stage2.lr"),
+    ("  lr: 1.25e-5", "  lr: 1.25e-5\n  lr: 1.0e-4", "lr: 1.0e-4", "stage2.lr"),
     ("merge:\n", "stage2:\n  lr: 1.0e-4\n\nmerge:\n", "stage2:\n  lr: 1.0e-4", "stage2"),
     ("seed: 20261124", "seed: 20261124\nseed: 7", "seed: 7", "seed"),
 ], ids=["key twice in a section", "a second stage2 section", "top-level key twice"])
