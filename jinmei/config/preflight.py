@@ -71,8 +71,9 @@ def check_base_model(p: Params) -> None:
     if not isinstance(try_to_load_from_cache(spec, "config.json", revision=p.base.revision), str):
         raise _fail("base.model", spec,
                     f"neither a local folder nor in the Hugging Face cache at revision {p.base.revision}, and stages "
-                    f"run offline. Fix: run `hf download {spec} --revision {p.base.revision}` (or the base stage once with JINMEI_ALLOW_HUB=1), or set base.model "
-                    "to a local folder, bundled:smollm2-135m-instruct or tiny-random")
+                    f"run offline. Fix: run `hf download {spec} --revision {p.base.revision}` (or the base stage "
+                    "once with JINMEI_ALLOW_HUB=1), or set base.model to a local folder, bundled:smollm2-135m-instruct "
+                    "or tiny-random")
 
 
 def check_batch(p: Params, count_gpus: bool, with_sanity: bool = True) -> None:

@@ -1,10 +1,10 @@
 """`jinmei-predict`: one Japanese article in (file or stdin), its persons as JSON on stdout; or, with `--jsonl IN`,
 one JSON line out per article line in.
 
-Same GGUF, prompt and greedy decoding as eval (for a batch: eval's engine, workers and batching too). An answer that is not valid JSON in the schema, or that
-ran into the token limit, is an error (exit 2) with the raw answer on stderr: never passed off as a result.
-Whatever the input (any bytes, a directory, an unreadable file, bad flags), a refusal is one line on stderr
-and exit 1 (a bad flag: exit 2), never a traceback.
+Same GGUF, prompt and greedy decoding as eval (for a batch: eval's engine, workers and batching too). An answer that
+is not valid JSON in the schema, or that ran into the token limit, is an error (exit 2) with the raw answer on
+stderr: never passed off as a result. Whatever the input (any bytes, a directory, an unreadable file, bad flags), a
+refusal is one line on stderr and exit 1 (a bad flag: exit 2), never a traceback.
 """
 from __future__ import annotations
 
@@ -146,13 +146,12 @@ def predict_batch(params, gguf: Path, path: Path, max_new_tokens: int, grammar: 
     """Eval's decode over a file: worker processes, eval.batch_size, a progress bar on stderr, one JSON line per
     article on stdout in input order. An article too long for eval.n_ctx is a line with verdict too_long, not a
     failed batch. Exit 2 when any answer is not valid (every line is still written)."""
+    import llama_cpp
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     ev, fields, system = params.eval, list(params.schema.fields), params.prompt.system
     articles = read_jsonl_articles(path)
-    import llama_cpp
-
     # the GGUF's own tokenizer and template measure each prompt (vocabulary only: no weights, no GPU here)
     served = llm.GgufChat(llama_cpp.Llama(model_path=str(gguf), vocab_only=True, verbose=False))
     lengths = [len(served.prompt_ids(system, text)) for _, text in articles]
