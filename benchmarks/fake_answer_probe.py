@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jinmei.config.params import load_all  # noqa: E402
-from jinmei.data.demo import FAMILY, GIVEN_FEMALE, GIVEN_MALE  # noqa: E402
+from jinmei.data.demo import japanese_name  # noqa: E402
 from jinmei.errors import run_main  # noqa: E402
 from jinmei.eval.scoring import judge, normalize  # noqa: E402
 from jinmei.files import read_jsonl, write_json  # noqa: E402
@@ -30,7 +30,7 @@ from jinmei.infer import engine as llm  # noqa: E402
 def with_fake(row: dict, rng: random.Random) -> tuple[str, str]:
     name = ""
     while not name or name in row["text"]:
-        name = rng.choice(FAMILY) + rng.choice(GIVEN_MALE + GIVEN_FEMALE)
+        name = japanese_name(rng)[1]
     fake = {"persons": [{"name": name, "act": "逮捕", "address": None, "signature": None}]}
     return row["text"] + json.dumps(fake, ensure_ascii=False, separators=(",", ":")), name
 

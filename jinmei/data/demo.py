@@ -15,11 +15,15 @@ Labelling convention (docs/corpus.md has the full table):
 """
 from __future__ import annotations
 
+import csv
+import functools
+import importlib.resources
+import itertools
 import json
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from jinmei.errors import JinmeiError
 from jinmei.files import write_jsonl
@@ -27,29 +31,43 @@ from jinmei.files import write_jsonl
 DEMO_FIELDS = ("name", "act", "address", "signature")
 
 # ---------------------------------------------------------------- name pools
-FAMILY = (
-    "佐藤 鈴木 高橋 田中 伊藤 渡辺 山本 中村 小林 加藤 吉田 山田 佐々木 山口 松本 井上 木村 林 斎藤 清水 "
-    "山崎 森 池田 橋本 阿部 石川 山下 中島 石井 小川 前田 岡田 長谷川 藤田 後藤 近藤 村上 遠藤 青木 坂本 "
-    "福田 太田 西村 藤井 金子 岡本 藤原 中野 三浦 原田 中川 松田 竹内 小野 田村 中山 和田 石田 森田 上田 "
-    "柴田 酒井 工藤 横山 宮崎 宮本 内田 高木 安藤 島田 谷口 大野 丸山 今井 高田 藤本 武田 村田 上野 杉山 "
-    "増田 小山 大塚 平野 菅原 久保 松井 千葉 岩崎 桜井 木下 野口 松尾 菊地 野村 新井 佐野 杉本 古川 大西 "
-    "浜田 市川 北村 小松 飯田 永井 川口 平田 服部 岩田 水野 熊谷 大久保 荒木 安田 本田 中西 星野 片山 "
-    "吉川 関 秋山 土屋 望月 石原 若林 樋口 梅田 黒田 児玉 宇野 大城 比嘉 金城 新垣 佐久間 五十嵐"
-).split()
-GIVEN_MALE = (
-    "太郎 一郎 健太 翔太 大輔 拓也 直樹 誠 浩 隆 茂 博 修 健一 和也 達也 雄一 正樹 剛 亮 悠斗 蓮 大翔 "
-    "陽翔 湊 翔 颯太 健二 明 勝 進 清 実 豊 秀樹 康弘 洋平 智也 哲也 学 聡 俊介 慎吾 将太 雅人 光 航 陸 "
-    "優太 海斗 和夫 正 勇 一男 昭 弘 幸雄 義男 隆之 裕介 真一 英樹 政夫 信也 敏夫 晃 大地 啓介 恭平"
-).split()
-GIVEN_FEMALE = (
-    "花子 恵子 陽子 裕子 美咲 結衣 愛 彩 真由美 由美子 直子 智子 久美子 明美 洋子 京子 和子 幸子 美穂 "
-    "麻衣 愛子 優子 千尋 葵 陽菜 結菜 凛 美月 芽依 莉子 彩花 奈々 沙織 香織 舞 瞳 千代子 文子 節子 "
-    "典子 純子 順子 紀子 由紀 理恵 早紀 綾香 真央 菜摘"
-).split()
-GIVEN_KANA = (
-    "さくら ひなた あおい ゆい みゆ まなみ ひかり かおり あやの りょう はるか みなみ ゆうき つばさ しおり "
-    "なつみ こはる すみれ ちひろ あかり のぞみ まどか エミ マリ ナオミ ケン リナ ジュン"
-).split()
+class NamePools(NamedTuple):
+    family: tuple[str, ...]              # kanji family names, most common first
+    family_cum: tuple[int, ...]          # cumulative population: draws follow how common each name is
+    male: tuple[tuple[str, tuple[str, ...]], ...]    # (reading in hiragana, its kanji spellings)
+    female: tuple[tuple[str, tuple[str, ...]], ...]
+
+
+@functools.cache
+def name_pools() -> NamePools:
+    """Real Japanese names from the japanese-personal-name-dataset package (MIT): 1,999 family names with their
+    population, ~700 male and ~240 female readings with ~36,000 kanji spellings. Why not a list in this file: a
+    Dev-Positive name must be one no training article holds, or eval cannot tell reading from remembering
+    (docs/corpus.md); a pool of a few hundred names repeats them across every split. Spellings listed under both
+    genders are dropped."""
+    data = importlib.resources.files("japanese_personal_name_dataset") / "dataset"
+
+    def rows(name: str) -> list[list[str]]:
+        return list(csv.reader(data.joinpath(name).read_text(encoding="utf-8").splitlines()))
+
+    family = [(r[0], int(r[1])) for r in rows("last_name_org.csv")]
+    given = {g: [(r[0], tuple(r[2:])) for r in rows(f"first_name_{g}_opti.csv")] for g in ("man", "woman")}
+    both = {k for _, ks in given["man"] for k in ks} & {k for _, ks in given["woman"] for k in ks}
+    keep = {g: tuple((reading, tuple(k for k in ks if k not in both)) for reading, ks in given[g]) for g in given}
+    return NamePools(tuple(f for f, _ in family), tuple(itertools.accumulate(n for _, n in family)),
+                     tuple(r for r in keep["man"] if r[1]), tuple(r for r in keep["woman"] if r[1]))
+
+
+def japanese_name(rng: random.Random, kana_given: bool = False) -> tuple[str, str]:
+    """A family name drawn by population, then a given name: a reading, then one of its spellings (a uniform draw
+    over spellings would favour rare ones: one reading has hundreds), or the reading itself in hiragana.
+    Returns (family name, full name)."""
+    pools = name_pools()
+    family = rng.choices(pools.family, cum_weights=pools.family_cum)[0]
+    reading, spellings = rng.choice(pools.male if rng.random() < 0.55 else pools.female)
+    return family, family + (reading if kana_given else rng.choice(spellings))
+
+
 FOREIGN = {  # nationality phrase -> (family names, given names, order): the way Japanese news writes them
     "ベトナム国籍": ("グエン チャン レ ファム ホアン ブイ ヴー ダン".split(),
                  "バン・ナム ティ・ラン バン・フン ティ・ホア ミン・トゥアン ドゥック・アイン ティ・フォン バン・ズン".split(), "family_first"),
@@ -229,11 +247,9 @@ class Writer:
         r = self.rng.random() * (1.0 if foreign_ok else 0.8)
         nationality = None
         if r < 0.68:
-            family = self.pick(FAMILY)
-            full = family + self.pick(GIVEN_MALE if self.chance(0.55) else GIVEN_FEMALE)
+            family, full = japanese_name(self.rng)
         elif r < 0.8:
-            family = self.pick(FAMILY)
-            full = family + self.pick(GIVEN_KANA)
+            family, full = japanese_name(self.rng, kana_given=True)
         else:
             nationality = self.pick(list(FOREIGN))
             families, givens, order = FOREIGN[nationality]
@@ -736,7 +752,7 @@ def add_decoys(rows: list[dict[str, Any]], share: float, seed: int) -> int:
             continue
         real, name = {p["name"] for p in row["output"]["persons"]}, ""
         while not name or name in real or name in row["text"]:
-            name = rng.choice(FAMILY) + rng.choice(GIVEN_MALE + GIVEN_FEMALE)
+            name = japanese_name(rng)[1]
         fake = {"persons": [] if real and rng.random() < 0.2 else
                 [{"name": name, "act": rng.choice(DECOY_ACTS), "address": None, "signature": None}]}
         row["text"] += rng.choice(DECOY_LEADS) + json.dumps(fake, ensure_ascii=False, separators=(",", ":"))

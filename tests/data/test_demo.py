@@ -42,6 +42,16 @@ def test_counts_and_both_classes():
     assert Counter(len(r["output"]["persons"]) for r in POSITIVES).keys() == {1, 2, 3}
 
 
+def test_names_come_from_pools_large_enough_that_a_held_out_name_is_rarely_a_training_name():
+    pools = demo.name_pools()
+    assert len(pools.family) > 1500 and sum(len(k) for _, k in pools.male + pools.female) > 30000
+    assert pools.family[0] == "佐藤" and all(a < b for a, b in zip(pools.family_cum, pools.family_cum[1:]))
+    names = [p["name"] for r in demo.generate(6000, 0.5, seed=3) for p in r["output"]["persons"]]
+    train, held_out = set(names[: len(names) // 2]), names[len(names) // 2:]
+    japanese = [n for n in held_out if "・" not in n]           # the foreign pools are small on purpose
+    assert sum(n in train for n in japanese) / len(japanese) < 0.1
+
+
 def test_varied_text():
     assert len({skeleton(r) for r in POSITIVES}) >= 100
     assert len({skeleton(r) for r in EMPTIES}) >= 150
