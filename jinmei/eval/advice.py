@@ -11,8 +11,9 @@ Rules, in the order they are checked (docs/metrics.md explains the metrics they 
 3. quantization lost recall: merged recall - GGUF recall > eval.quant_drop_margin → a larger quant type.
 4. too many false positives on empty articles (> eval.max_false_positive_rate).
 5. too few valid answers (schema_valid_rate < eval.min_parse_rate), truncated answers.
-A drop (rules 1 and 3) is called a drop only when the 95% Wilson intervals of the two recalls do not overlap;
-a larger fall inside overlapping intervals is reported as not measured, with the subset size to raise.
+A drop (rules 1 and 3) is called a drop only when it is measured: McNemar's exact test on the compare subset's
+articles (p < 0.05), or, for metrics without the paired counts, 95% Wilson intervals that do not overlap; a larger
+fall that is not measured is reported as such, with the command that compares more articles.
 Nothing fired → say that all checks pass.
 Every threshold lives in params.yaml `eval`; every suggested value is computed from the current params.
 """
@@ -61,12 +62,37 @@ def _pct(x: float | None) -> str:
 
 
 def _drop(metrics, before: str, after: str, margin: float) -> str | None:
-    """'drop' (over the margin, intervals apart), 'unclear' (over the margin, intervals overlap) or None."""
+    """'drop' (over the margin and measured), 'unclear' (over the margin, not measured) or None. Measured = the
+    paired test on the same articles (McNemar p < 0.05) where eval wrote it, else Wilson intervals apart."""
     r1, r2 = _get(metrics, "compare", before, "recall"), _get(metrics, "compare", after, "recall")
     if r1 is None or r2 is None or r1 - r2 <= margin:
         return None
+    pair = _get(metrics, "compare", "paired", f"{before}_{after}")
+    if pair is not None:
+        return "drop" if pair["p"] < 0.05 else "unclear"
     c1, c2 = _get(metrics, "compare", before, "recall_ci95"), _get(metrics, "compare", after, "recall_ci95")
     return "drop" if not (c1 and c2) or c2[1] < c1[0] else "unclear"
+
+
+def _not_measured(metrics, before: str, after: str) -> str:
+    """Why a fall is not called a drop: the paired counts, or the overlapping intervals of older metrics."""
+    pair = _get(metrics, "compare", "paired", f"{before}_{after}")
+    if pair is None:
+        return "the intervals overlap"
+    return (f"{pair['lost']} article(s) found only before, {pair['gained']} only after, McNemar exact p = "
+            f"{pair['p']:.2g}: not distinguishable at the 5% level")
+
+
+def _more_articles(metrics) -> str:
+    """The command that compares more articles: a larger eval.compare_subset while Dev-Positive has more, else a
+    larger Dev-Positive (split.dev_positive_size) compared whole."""
+    n, dev = metrics["compare"]["n"], _get(metrics, "dev_positive", "n")
+    if dev is None or n * 4 <= dev:
+        return f"raise eval.compare_subset: `{cmd('eval.compare_subset=' + str(4 * n))}`"
+    if n < dev:
+        return f"compare all of Dev-Positive: `{cmd('eval.compare_subset=' + str(dev))}`"
+    return ("Dev-Positive is compared whole; a larger one tells, if the corpus has the positives: "
+            f"`{cmd('split.dev_positive_size=' + str(4 * dev), 'eval.compare_subset=' + str(4 * dev))}`")
 
 
 def _interval(metrics, name: str) -> str:
@@ -140,8 +166,8 @@ def _level_finding(metrics: dict[str, Any], params, low: list[str]) -> str:
     if r2 is None or r2 < floor:
         measured = _drop(metrics, "stage1", "merged", 0.0) != "unclear"
         verdict = ("stage2 drifted towards \"always empty\"" if measured else
-                   "stage2 is the likely cause, though on this subset the two intervals overlap (raise "
-                   f"eval.compare_subset to measure it: `{cmd('eval.compare_subset=' + str(4 * n))}`)")
+                   f"stage2 is the likely cause, though on this subset {_not_measured(metrics, 'stage1', 'merged')}"
+                   f" (to measure it, {_more_articles(metrics)})")
         return head + (
             f"stage1 reached {_pct(r1)}{_interval(metrics, 'stage1')}, the merged stage2 model {_pct(r2)}"
             f"{_interval(metrics, 'merged')} on {n} articles: {verdict}. Try, in this order:\n"
@@ -168,9 +194,8 @@ def advise(metrics: dict[str, Any], params, stage1: dict[str, Any] | None = None
     if stage2_drop == "unclear" and not blamed_stage2:
         findings.append(
             f"stage2 recall {_pct(r2)}{_interval(metrics, 'merged')} vs stage1 {_pct(r1)}{_interval(metrics, 'stage1')}"
-            f" on {metrics['compare']['n']} articles: the intervals overlap, so this is not a measured drop. "
-            f"Raise eval.compare_subset (e.g. `{cmd('eval.compare_subset=' + str(4 * metrics['compare']['n']))}`) "
-            "to tell.")
+            f" on {metrics['compare']['n']} articles: {_not_measured(metrics, 'stage1', 'merged')}, so this is not "
+            f"a measured drop. To tell, {_more_articles(metrics)}.")
     if stage2_drop == "drop" and "recall" not in low:
         findings.append(
             f"**stage2 lost recall**: dev_positive recall {_pct(r1)} after stage1, {_pct(r2)} after stage2 "
@@ -194,7 +219,8 @@ def advise(metrics: dict[str, Any], params, stage1: dict[str, Any] | None = None
     quant_drop = _drop(metrics, "merged", "gguf", ev.quant_drop_margin)
     if quant_drop == "unclear":
         findings.append(f"{qtype} recall {_pct(rq)}{_interval(metrics, 'gguf')} vs unquantized {_pct(r2)}"
-                        f"{_interval(metrics, 'merged')}: the intervals overlap, not a measured quantization loss.")
+                        f"{_interval(metrics, 'merged')}: {_not_measured(metrics, 'merged', 'gguf')}, not a measured "
+                        "quantization loss.")
     if quant_drop == "drop":
         rank = QUANT_LADDER.index(qtype) if qtype in QUANT_LADDER else -1
         bigger = [q for q in BIGGER_QUANTS if QUANT_LADDER.index(q) > rank]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import itertools
 import json
-import math
 import sys
 from collections import Counter
 from pathlib import Path
@@ -27,7 +26,7 @@ from jinmei.config.params import load_all
 from jinmei.errors import JinmeiError, OneLineParser, positive_int, run_main
 from jinmei.eval.errors import escape
 from jinmei.eval.evaluation import show_id
-from jinmei.eval.scoring import answer_class, gold_class, match_persons, score
+from jinmei.eval.scoring import answer_class, gold_class, match_persons, mcnemar_p, score
 
 SPLITS = ("dev_all", "dev_positive")
 PREDICTIONS = "data/predictions"
@@ -121,16 +120,6 @@ def outcomes(rows: list[dict[str, Any]], fields: Sequence[str]) -> dict[str, dic
 
 def load_run(spec: str, fields: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
     return {split: outcomes(read_predictions(*source_text(spec, split)), fields) for split in SPLITS}
-
-
-def mcnemar_p(a_only: int, b_only: int) -> float:
-    """McNemar's exact two-sided p: the binomial test of the discordant articles with p = 1/2, which is
-    scipy.stats.binomtest(a_only, a_only + b_only, 0.5).pvalue, in integers (no scipy needed); 1 with none."""
-    n = a_only + b_only
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(a_only, b_only) + 1))
-    return min(1.0, 2 * tail / 2 ** n)
 
 
 def f1_of(sums: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ from jinmei.errors import JinmeiError
 from jinmei.files import atomic_path, write_json
 from jinmei.infer.generate import greedy_answers
 from jinmei.data.names import name_index
-from jinmei.eval.scoring import by_novelty, confusion_rows, score
+from jinmei.eval.scoring import answer_class, by_novelty, confusion_rows, paired_found, score
 
 SPLITS = ("dev_all", "dev_positive")
 TRAINING_SPLITS = ("sanity", "train_positive", "train_empty")   # every article a training stage may draw
@@ -139,12 +139,16 @@ def compare_models(base: Path, stage1: Path, merged: Path, system: str, rows: li
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
     texts = [r["text"] for r in rows]
     out: dict[str, Any] = {"n": len(rows)}
+    found: dict[str, list[bool]] = {}
 
-    def scored(answers):
-        records = [{"gold": r["output"], "text": text, "truncated": hit} for r, (text, hit) in zip(rows, answers)]
-        _, m = score(records, fields)
+    def summary(name, scored_rows, m):
+        found[name] = [answer_class(r["verdict"], r["value"]) == "non_empty" for r in scored_rows]
         return {**{k: m[k] for k in COMPARE_KEYS}, "recall_ci95": m["ci95"]["recall"],
                 "answered_empty_rate": m["answered_empty_rate"]}
+
+    def scored(name, answers):
+        records = [{"gold": r["output"], "text": text, "truncated": hit} for r, (text, hit) in zip(rows, answers)]
+        return summary(name, *score(records, fields))
 
     for name, load in (
         ("stage1", lambda: PeftModel.from_pretrained(
@@ -156,11 +160,11 @@ def compare_models(base: Path, stage1: Path, merged: Path, system: str, rows: li
         model = load()
         if torch.cuda.is_available():
             model = model.to("cuda")
-        out[name] = scored(greedy_answers(model, tokenizer, system, texts, max_new_tokens, batch))
+        out[name] = scored(name, greedy_answers(model, tokenizer, system, texts, max_new_tokens, batch))
         del model
-    _, m = score([{"gold": r["gold"], "text": r["raw"], "truncated": r["truncated"]} for r in gguf_rows], fields)
-    out["gguf"] = {**{k: m[k] for k in COMPARE_KEYS}, "recall_ci95": m["ci95"]["recall"],
-                   "answered_empty_rate": m["answered_empty_rate"]}
+    out["gguf"] = summary("gguf", *score([{"gold": r["gold"], "text": r["raw"], "truncated": r["truncated"]}
+                                          for r in gguf_rows], fields))
+    out["paired"] = {f"{a}_{b}": paired_found(found[a], found[b]) for a, b in (("stage1", "merged"), ("merged", "gguf"))}
     return out
 
 
@@ -267,9 +271,10 @@ def run(p, *, gguf: Path, splits_dir: Path, base: Path, stage1: Path, merged: Pa
         records = [{"gold": r["output"], "text": answers[r["text"]].text, "truncated": answers[r["text"]].truncated,
                     "article": r["text"]} for r in rows]
         scored_rows, m = score(records, fields)
-        metrics[name] = {**m, "too_long": sum(1 for r in rows if r["text"] in too_long)}
         predictions[name] = [prediction_row(r, s, answers[r["text"]], r["text"] in too_long)
                              for r, s in zip(rows, scored_rows)]
+        metrics[name] = {**m, "too_long": sum(1 for r in rows if r["text"] in too_long),
+                         "name_errors": errors_mod.name_error_counts(predictions[name], fields)}
         plots[f"confusion_{name}"] = confusion_rows(scored_rows)
         if name == "dev_positive":
             metrics[name]["names"] = by_novelty(scored_rows, fields[0], seen)

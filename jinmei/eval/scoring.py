@@ -209,6 +209,25 @@ def score(records: list[dict[str, Any]], fields: Sequence[str]) -> tuple[list[di
     return rows, {**article, **person}
 
 
+def mcnemar_p(a_only: int, b_only: int) -> float:
+    """McNemar's exact two-sided p: the binomial test of the discordant articles with p = 1/2, which is
+    scipy.stats.binomtest(a_only, a_only + b_only, 0.5).pvalue, in integers (no scipy needed); 1 with none."""
+    n = a_only + b_only
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(a_only, b_only) + 1))
+    return min(1.0, 2 * tail / 2 ** n)
+
+
+def paired_found(before: Sequence[bool], after: Sequence[bool]) -> dict[str, Any]:
+    """Two models on the same articles: how many articles only `before` found a person in (lost), only `after`
+    (gained), and McNemar's exact p. Why: their recall intervals overlap long after the models differ, since
+    most articles are answered alike; only the discordant ones tell them apart."""
+    lost = sum(1 for b, a in zip(before, after) if b and not a)
+    gained = sum(1 for b, a in zip(before, after) if a and not b)
+    return {"lost": lost, "gained": gained, "p": round(mcnemar_p(lost, gained), 4)}
+
+
 def confusion_rows(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
     """One {actual, predicted} per article, the shape of DVC's confusion template."""
     return [{"actual": gold_class(r["gold"]), "predicted": answer_class(r["verdict"], r["value"])} for r in rows]

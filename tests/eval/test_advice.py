@@ -172,7 +172,7 @@ def test_an_always_empty_model_is_flagged_not_called_healthy():
 
 def test_stage2_collapse_blames_stage2():
     m = good_metrics()
-    m["dev_positive"] = {"recall": 0.1, "person_f1": 0.1, "answered_empty_rate": 0.9, "n": 60}
+    m["dev_positive"] = {"recall": 0.1, "person_f1": 0.1, "answered_empty_rate": 0.9, "n": 2000}
     m["compare"] = {"n": 200, "stage1": {"recall": 0.9, "recall_ci95": [0.85, 0.93]},
                     "merged": {"recall": 0.1, "recall_ci95": [0.07, 0.15]}, "gguf": {"recall": 0.1}}
     text = advise(m, PARAMS)
@@ -201,3 +201,20 @@ def test_more_positives_says_the_mix_shrinks_when_stage2_takes_all():
     assert "the mix shrinks" not in advise(m, params)
     params["stage2"]["size"] = None
     assert "stage2.positive_ratio=0.15` (stage2.size is null: the mix shrinks" in advise(m, params)
+
+
+def test_the_paired_test_decides_a_drop_and_a_whole_dev_positive_asks_for_a_larger_one():
+    m = good_metrics()    # 83% -> 75% on all 200 Dev-Positive articles: intervals overlap
+    m["dev_positive"]["n"] = 200
+    m["compare"] = {"n": 200, "stage1": {"recall": 0.83, "recall_ci95": [0.772, 0.876]},
+                    "merged": {"recall": 0.75, "recall_ci95": [0.686, 0.805]}, "gguf": {"recall": 0.75},
+                    "paired": {"stage1_merged": {"lost": 22, "gained": 6, "p": 0.0037},
+                               "merged_gguf": {"lost": 0, "gained": 0, "p": 1.0}}}
+    text = advise(m, PARAMS)           # the intervals overlap, the paired test says the drop is real
+    assert "**stage2 lost recall**" in text and "not a measured drop" not in text
+    m["compare"]["paired"]["stage1_merged"] = {"lost": 20, "gained": 12, "p": 0.2153}
+    text = advise(m, PARAMS)
+    assert "20 article(s) found only before, 12 only after, McNemar exact p = 0.22" in text
+    assert "-S split.dev_positive_size=800 -S eval.compare_subset=800" in text   # not compare_subset=800 alone
+    m["dev_positive"]["n"] = 500
+    assert "compare all of Dev-Positive: `dvc exp run -S eval.compare_subset=500`" in advise(m, PARAMS)
