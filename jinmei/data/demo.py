@@ -41,7 +41,7 @@ class NamePools(NamedTuple):
 @functools.cache
 def name_pools() -> NamePools:
     """Real Japanese names from the japanese-personal-name-dataset package (MIT): 1,999 family names with their
-    population, ~700 male and ~240 female readings with ~36,000 kanji spellings. Why not a list in this file: a
+    population, 701 male and 239 female readings with ~35,000 distinct kanji spellings. Why not a list in this file: a
     Dev-Positive name must be one no training article holds, or eval cannot tell reading from remembering
     (docs/corpus.md); a pool of a few hundred names repeats them across every split. Spellings listed under both
     genders are dropped."""
