@@ -3,11 +3,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 
 class JinmeiError(Exception):
     """An error the user can fix; printed as one clear message, never a traceback."""
+
+
+def show_id(value: Any, limit: int = 60) -> str:
+    """A user's value (an article id, a key) as a message prints it: its repr, quoted and escaped on one line (ESC,
+    newlines, bidi overrides and zero-width characters as \\x1b, \\n, \\u202e ...), so no value can move the
+    cursor or fake a message; cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def run_main(main, argv: list[str] | None = None) -> None:

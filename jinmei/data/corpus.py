@@ -12,7 +12,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from jinmei.errors import JinmeiError
+from jinmei.errors import JinmeiError, show_id
 
 # One article per line. 16 MiB (over 5 million Japanese characters) is far beyond any article, even a 1 MB one
 # (counted as very long, below): the limit only stops a broken export (a whole file on one line) being read whole.
@@ -41,15 +41,7 @@ class _Incomplete(_LineError):
 
 
 def _show(value: Any, limit: int = 40) -> str:
-    """A short, printable rendering of a user value for an error message (escapes lone surrogates)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def show_id(article_id: Any, limit: int = 60) -> str:
-    """An article id as messages print it: quoted and escaped on one line (ESC, newlines, bidi overrides and
-    zero-width characters as \\x1b, \\n, \\u202e ...), so no id can move the cursor or fake a message."""
-    return _show(article_id, limit)
+    return show_id(value, limit)
 
 
 def visible(text: str) -> bool:

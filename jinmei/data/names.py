@@ -14,6 +14,9 @@ def normalize(value: Any) -> str:
     return "".join(unicodedata.normalize("NFKC", str(value)).split())
 
 
+TRAINING_SPLITS = ("sanity", "train_positive", "train_empty")   # every article a training stage may draw: "seen"
+
+
 def name_index(texts: Iterable[str]) -> Callable[[str], bool]:
     """Whether a name occurs in any of `texts` (training articles), compared as `normalize` compares names.
 

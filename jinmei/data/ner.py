@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jinmei.data.corpus import show_id, visible
-from jinmei.errors import JinmeiError, run_main
+from jinmei.data.corpus import visible
+from jinmei.errors import JinmeiError, run_main, show_id
 from jinmei.files import atomic_path
 
 DEFAULT_FIELDS = ("name", "act", "address", "signature")  # params.yaml's schema.fields as committed

@@ -17,9 +17,9 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from jinmei.data.corpus import LONG_TEXT_CHARS, load_corpus, show_id, visible
-from jinmei.data.names import name_index
-from jinmei.errors import JinmeiError
+from jinmei.data.corpus import LONG_TEXT_CHARS, load_corpus, visible
+from jinmei.data.names import TRAINING_SPLITS, name_index
+from jinmei.errors import JinmeiError, show_id
 from jinmei.files import atomic_path, write_json, write_jsonl
 from jinmei.template import chat
 from jinmei.template.prompt import answer_text
@@ -413,7 +413,7 @@ def fit_dev(records: list[dict[str, Any]], split, seed: int, budget: EvalBudget,
 def novelty(splits: dict[str, list[dict[str, Any]]], key: str) -> dict[str, int]:
     """How many Dev-Positive persons have a name no training article holds (eval scores them apart: found by reading,
     not by remembering)."""
-    seen = name_index(r["text"] for name in ("sanity", "train_positive", "train_empty") for r in splits[name])
+    seen = name_index(r["text"] for name in TRAINING_SPLITS for r in splits[name])
     names = [p.get(key) for r in splits["dev_positive"] for p in r["output"]["persons"]]
     return {"dev_positive_persons": len(names), "dev_positive_persons_unseen": sum(1 for n in names if not seen(n))}
 

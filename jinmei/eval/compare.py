@@ -23,9 +23,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from jinmei.config.params import load_all
-from jinmei.errors import JinmeiError, OneLineParser, positive_int, run_main
+from jinmei.errors import JinmeiError, OneLineParser, positive_int, run_main, show_id
 from jinmei.eval.errors import escape
-from jinmei.eval.evaluation import show_id
 from jinmei.eval.scoring import answer_class, gold_class, match_persons, mcnemar_p, score
 
 SPLITS = ("dev_all", "dev_positive")

@@ -18,14 +18,13 @@ from rich.table import Table
 from jinmei.eval import advice as advice_mod
 from jinmei.eval import errors as errors_mod
 from jinmei.infer import engine as llm
-from jinmei.errors import JinmeiError
+from jinmei.errors import JinmeiError, show_id
 from jinmei.files import atomic_path, write_json
 from jinmei.infer.generate import greedy_answers
-from jinmei.data.names import name_index
+from jinmei.data.names import TRAINING_SPLITS, name_index
 from jinmei.eval.scoring import answer_class, by_novelty, confusion_rows, paired_found, score
 
 SPLITS = ("dev_all", "dev_positive")
-TRAINING_SPLITS = ("sanity", "train_positive", "train_empty")   # every article a training stage may draw
 COMPARE_KEYS = ("recall", "person_f1", "schema_valid_rate", "truncated")
 console = Console()
 
@@ -53,12 +52,6 @@ def read_split_numbered(path: Path) -> list[tuple[int, dict[str, Any]]]:
                 raise JinmeiError(f'{path}:{lineno}: a row needs "id", "text" and "output": {{"persons": [...]}}')
             rows.append((lineno, row))
     return rows
-
-
-def show_id(article_id: Any, limit: int = 60) -> str:
-    """An id as messages print it: quoted and escaped on one line (no ESC or newline reaches the terminal)."""
-    text = repr(article_id)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def over_budget(base: Path, system: str, numbered: dict[str, list[tuple[int, dict[str, Any]]]], ev,
