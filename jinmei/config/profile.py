@@ -37,6 +37,8 @@ def apply(profile: Path, params_file: Path) -> str:
     rt = YAML()
     rt.preserve_quotes = True
     rt.width = 4096
+    rt.representer.add_representer(type(None),   # `key: null`, as params.yaml writes it, not a bare `key:`
+                                   lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
     doc = rt.load(Path(params_file).read_text(encoding="utf-8"))
     plain = YAML(typ="rt").load(profile.read_text(encoding="utf-8"))
     try:

@@ -4,6 +4,7 @@ non-UTF-8) and what YAML 1.1 readers would take differently (yes/no/on/off, 34:0
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -199,6 +200,15 @@ def test_a_profile_cannot_bring_in_a_value_yaml_1_1_reads_otherwise(tmp_path):
     (tmp_path / "ok.yaml").write_text("eval:\n  n_threads: 4\n", encoding="utf-8")
     with pytest.raises(JinmeiError, match=r"applied to .*eval.grammar: DVC \(YAML 1.2\) reads yes as"):
         apply(tmp_path / "ok.yaml", params)
+
+
+def test_a_profile_keeps_every_null_written_as_null(tmp_path):
+    from jinmei.config.profile import apply
+
+    (tmp_path / "p.yaml").write_text("eval:\n  n_threads: 4\nstage1:\n  size: null\n", encoding="utf-8")
+    text = apply(tmp_path / "p.yaml", ROOT / "params.yaml")
+    assert "\n  revision: null " in text and "\n  size: null" in text
+    assert not re.search(r"^ +(revision|size): *(#.*)?$", text, re.M)
 
 
 def test_every_stage_refuses_it_before_any_work(tmp_path):
