@@ -122,7 +122,10 @@ def read_jsonl_articles(path: Path) -> list[tuple[Any, str]]:
                         from None
                 if not isinstance(row, dict) or not isinstance(row.get("text"), str) or not row["text"].strip():
                     raise JinmeiError(f'{where}: needs "text": a non-empty string (and optionally "id")')
-                articles.append((row.get("id", lineno), decode_article(row["text"].encode("utf-8"), where)))
+                if any("\ud800" <= ch <= "\udfff" for ch in row["text"]):
+                    raise JinmeiError(f'{where}: "text" holds a lone surrogate (a \\ud800-\\udfff escape that is '
+                                      "half of a character); fix what wrote the file")
+                articles.append((row.get("id", lineno), row["text"].removeprefix(BOM).strip()))
     except OSError as e:
         raise JinmeiError(f"{path}: cannot read it ({e.strerror or e})") from None
     if not articles:

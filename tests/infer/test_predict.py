@@ -234,6 +234,7 @@ def test_jsonl_answers_every_article_in_order_outside_the_repo(params_file, tmp_
     (['{"text": "   "}'], 'in.jsonl:1: needs "text"'),
     (["[1, 2]"], 'in.jsonl:1: needs "text"'),
     ([], "no articles"),
+    (['{"text": "山田\\ud800太郎"}'], 'in.jsonl:1: "text" holds a lone surrogate'),
 ])
 def test_jsonl_bad_lines_are_refused_before_the_model_loads(params_file, tmp_path, lines, words):
     path = tmp_path / "in.jsonl"
