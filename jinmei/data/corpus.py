@@ -74,14 +74,21 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-def _check_string(value: str, where: str) -> None:
+def has_lone_surrogate(text: str) -> bool:
+    """Whether JSON text held a \\ud800-\\udfff escape that is half of a character (it cannot be written as UTF-8)."""
     try:
-        value.encode("utf-8")
+        text.encode("utf-8")
     except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _check_string(value: str, where: str) -> None:
+    if has_lone_surrogate(value):
         raise _LineError(
             f"{where} contains a lone surrogate escape (like \\ud800) that is not a character; "
             "fix the escape or remove it"
-        ) from None
+        )
 
 
 def _parse_line(line: str) -> Any:

@@ -25,7 +25,7 @@ import numpy as np
 from jinmei.config.params import load_all
 from jinmei.errors import JinmeiError, OneLineParser, positive_int, run_main, show_id
 from jinmei.eval.errors import escape
-from jinmei.eval.scoring import answer_class, gold_class, match_persons, mcnemar_p, score
+from jinmei.eval.scoring import answer_class, discordant, gold_class, match_persons, mcnemar_p, score
 
 SPLITS = ("dev_all", "dev_positive")
 PREDICTIONS = "data/predictions"
@@ -169,7 +169,7 @@ def compare_pair(a: dict[str, dict], b: dict[str, dict], labels: tuple[str, str]
         keys = [k for k, r in a[split].items()
                 if which == "all" or r["gold_empty"] == (which == "gold names nobody")]
         pairs = [(a[split][k][key], b[split][k][key]) for k in keys]
-        a_only, b_only = sum(x and not y for x, y in pairs), sum(y and not x for x, y in pairs)
+        a_only, b_only = discordant((x for x, _ in pairs), (y for _, y in pairs))
         decisions.append({"decision": key, "split": split, "articles": len(keys), "a": sum(x for x, _ in pairs),
                           "b": sum(y for _, y in pairs), "a_only": a_only, "b_only": b_only,
                           "p": mcnemar_p(a_only, b_only)})

@@ -8,6 +8,7 @@ send control sequences to the terminal that `cat`s the file. docs/metrics.md ("E
 """
 from __future__ import annotations
 
+import difflib
 import json
 import unicodedata
 from pathlib import Path
@@ -160,13 +161,11 @@ NAME_ERROR_TITLES = {
 }
 
 
-def name_errors(row: dict[str, Any], fields: Sequence[str]) -> dict[str, int]:
+def name_errors(row: dict[str, Any], found: dict[str, Any], key: str) -> dict[str, int]:
     """The names an answer got wrong, by how: after exact matching (scoring's), each unmatched answer name is set
     against the unmatched gold names of the same article. Why: "recall 40%" does not say whether the model misses
     names, cuts them at the wrong character (a boundary or scoring question) or takes other words for names (a
-    reading question); each has another fix."""
-    key = fields[0]
-    found = analyse(row, fields)
+    reading question); each has another fix. found: analyse(row)."""
     paired = {id(p) for p, _ in found["pairs"]}
     extra = [normalize(p.get(key)) for p in predicted_persons(row) if id(p) not in paired]
     missed = [normalize(g.get(key)) for g in found["missed"]]
@@ -174,7 +173,7 @@ def name_errors(row: dict[str, Any], fields: Sequence[str]) -> dict[str, int]:
     text = normalize(row.get("text") or "")
     for name in extra:
         for kind, test in (("cut_short", lambda g: name and name in g), ("extended", lambda g: g and g in name),
-                           ("overlapping", lambda g: len(longest_common(name, g)) >= 2)):
+                           ("overlapping", lambda g: longest_common(name, g) >= 2)):
             hit = next((g for g in missed if test(g)), None)
             if hit is not None:
                 missed.remove(hit)
@@ -186,22 +185,17 @@ def name_errors(row: dict[str, Any], fields: Sequence[str]) -> dict[str, int]:
     return counts
 
 
-def longest_common(a: str, b: str) -> str:
-    """The longest stretch of characters a and b share."""
-    best = ""
-    for i in range(len(a)):
-        for j in range(i + len(best) + 1, len(a) + 1):
-            if a[i:j] not in b:
-                break
-            best = a[i:j]
-    return best
+def longest_common(a: str, b: str) -> int:
+    """The length of the longest stretch of characters a and b share."""
+    return difflib.SequenceMatcher(None, a, b, autojunk=False).find_longest_match(0, len(a), 0, len(b)).size
 
 
-def name_error_counts(rows: list[dict[str, Any]], fields: Sequence[str]) -> dict[str, int]:
-    """name_errors summed over a dev set's rows."""
+def name_error_counts(rows: list[dict[str, Any]], fields: Sequence[str],
+                      found: Sequence[dict[str, Any]] | None = None) -> dict[str, int]:
+    """name_errors summed over a dev set's rows (found: their analyse results, when the caller has them)."""
     total = dict.fromkeys(NAME_ERRORS, 0)
-    for row in rows:
-        for kind, n in name_errors(row, fields).items():
+    for row, f in zip(rows, found or [analyse(r, fields) for r in rows]):
+        for kind, n in name_errors(row, f, fields[0]).items():
             total[kind] += n
     return total
 
@@ -297,8 +291,8 @@ TITLES = {"false_positive": "False positives", "missed": "Missed persons", "wron
           "invalid": "Invalid answers"}
 
 
-def name_errors_table(rows: list[dict[str, Any]], fields: Sequence[str]) -> list[str]:
-    counts = name_error_counts(rows, fields)
+def name_errors_table(rows: list[dict[str, Any]], found: list[dict[str, Any]], fields: Sequence[str]) -> list[str]:
+    counts = name_error_counts(rows, fields, found)
     if not any(counts.values()):
         return []
     return ["", "Wrong and missing names, by how (docs/metrics.md, \"Name errors\"):", "",
@@ -308,7 +302,7 @@ def name_errors_table(rows: list[dict[str, Any]], fields: Sequence[str]) -> list
 def split_section(name: str, rows: list[dict[str, Any]], fields: Sequence[str], per_kind: int) -> list[str]:
     found = [analyse(r, fields) for r in rows]
     lines = [f"## {name} ({len(rows)} articles)", "", *counts_table(rows, found, fields),
-             *name_errors_table(rows, fields)]
+             *name_errors_table(rows, found, fields)]
     for kind in KINDS:
         hits = [i for i, f in enumerate(found) if f[kind]]
         shown = hits[:per_kind]

@@ -219,12 +219,17 @@ def mcnemar_p(a_only: int, b_only: int) -> float:
     return min(1.0, 2 * tail / 2 ** n)
 
 
+def discordant(first: Iterable[bool], second: Iterable[bool]) -> tuple[int, int]:
+    """(how many articles only `first` holds true for, how many only `second`): what McNemar's test reads."""
+    pairs = list(zip(first, second))
+    return sum(1 for x, y in pairs if x and not y), sum(1 for x, y in pairs if y and not x)
+
+
 def paired_found(before: Sequence[bool], after: Sequence[bool]) -> dict[str, Any]:
     """Two models on the same articles: how many articles only `before` found a person in (lost), only `after`
     (gained), and McNemar's exact p. Why: their recall intervals overlap long after the models differ, since
     most articles are answered alike; only the discordant ones tell them apart."""
-    lost = sum(1 for b, a in zip(before, after) if b and not a)
-    gained = sum(1 for b, a in zip(before, after) if a and not b)
+    lost, gained = discordant(before, after)
     return {"lost": lost, "gained": gained, "p": round(mcnemar_p(lost, gained), 4)}
 
 

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 from jinmei.infer.engine import Engine, gguf_path
 from jinmei.errors import JinmeiError, OneLineParser, positive_int, run_main
 from jinmei.config.params import load_all
-from jinmei.data.corpus import BOM, MAX_LINE_BYTES
+from jinmei.data.corpus import BOM, MAX_LINE_BYTES, has_lone_surrogate
 from jinmei.runtime import set_offline_env
 from jinmei.eval.scoring import judge, names_not_in
 from jinmei.infer import engine as llm
@@ -122,7 +122,7 @@ def read_jsonl_articles(path: Path) -> list[tuple[Any, str]]:
                         from None
                 if not isinstance(row, dict) or not isinstance(row.get("text"), str) or not row["text"].strip():
                     raise JinmeiError(f'{where}: needs "text": a non-empty string (and optionally "id")')
-                if any("\ud800" <= ch <= "\udfff" for ch in row["text"]):
+                if has_lone_surrogate(row["text"]):
                     raise JinmeiError(f'{where}: "text" holds a lone surrogate (a \\ud800-\\udfff escape that is '
                                       "half of a character); fix what wrote the file")
                 articles.append((row.get("id", lineno), row["text"].removeprefix(BOM).strip()))

@@ -67,7 +67,8 @@ def test_name_errors_say_how_a_name_went_wrong():
     text = "長崎県士族・石橋常七の長男で、山田太郎氏と佐藤花子さんの友人、小山晃吉と美秀子の子。"
     gold = [person(n) for n in ("石橋常七", "山田太郎", "佐藤花子", "小山晃吉", "美秀", "鈴木一郎")]
     answer = [person(n) for n in ("長崎県士", "族・石橋常", "山田太郎氏", "佐藤", "小山晃吉", "山本五十六")]
-    counts = errors.name_errors(row("kinds", text, gold, answer), FIELDS)
+    kinds = row("kinds", text, gold, answer)
+    counts = errors.name_errors(kinds, errors.analyse(kinds, FIELDS), "name")
     assert counts == {"cut_short": 1, "extended": 1, "overlapping": 1, "not_a_name": 1, "not_in_article": 1,
                       "missed": 2}                                      # 美秀, 鈴木一郎
     total = errors.name_error_counts(ROWS, FIELDS)                    # an invalid answer names nobody
