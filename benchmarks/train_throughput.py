@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # a jinmei on PYTHONPATH (an older checkout) wins
 from jinmei.errors import JinmeiError, run_main  # noqa: E402
 from jinmei.files import write_json  # noqa: E402
 from jinmei.config.params import as_dict, load_all  # noqa: E402

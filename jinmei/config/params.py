@@ -436,6 +436,10 @@ class Train:
     save_steps: int = knob(POSITIVE_INT)
     group_by_length: bool = knob(boolean)
     loss_type: str = knob(one_of("nll", "chunked_nll", "dft"))
+    optim: str = knob(one_of("adamw_torch_fused", "adamw_torch", "adamw_8bit"),
+                      "the optimizer on both backends (Unsloth's own default would be adamw_8bit)")
+    logging_steps: Any = knob(auto_or(POSITIVE_INT), "optimizer steps per point of the loss curve, each point "
+                              "the mean of its steps; auto = about 100 points per run")
     report_to: list = knob(trackers, "trackers that also get every logged step through transformers' integrations "
                            "(the dvclive curves and the terminal bar are always written)")
 

@@ -197,7 +197,7 @@ def _callbacks(live_dir: Path | None, total_steps: int, label: str, resume: bool
     from transformers import TrainerCallback
 
     class Progress(TrainerCallback):
-        """dvclive curves per optimizer step and a rich progress bar on the terminal."""
+        """dvclive curves per logged step (train.logging_steps) and a rich progress bar on the terminal."""
 
         def __init__(self):
             self.live = None
@@ -225,8 +225,17 @@ def _callbacks(live_dir: Path | None, total_steps: int, label: str, resume: bool
             self.progress.start()
             self.task = self.progress.add_task(label, total=total_steps, completed=state.global_step, info="")
 
+        def on_step_end(self, args, state, control, **kw):  # the bar moves every step; the loss waits for a log
+            if self.progress is not None:
+                self.progress.update(self.task, completed=state.global_step)
+
         def on_log(self, args, state, control, logs=None, **kw):
-            if not state.is_world_process_zero or not logs or "loss" not in logs:
+            if not logs or "loss" not in logs:
+                return
+            if not math.isfinite(float(logs["loss"])):  # every rank stops, not only the one that prints
+                raise JinmeiError(f"[{label}] the training loss is {logs['loss']} at step {state.global_step}: "
+                                  f"lower {label}.lr (or train.max_grad_norm) in params.yaml and rerun")
+            if not state.is_world_process_zero:
                 return
             self.losses.append((state.global_step, float(logs["loss"])))
             if self.live is not None:
@@ -336,6 +345,48 @@ def _sort_target_modules(config_file: Path) -> None:
         config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+def logging_every(setting, steps: int) -> int:
+    """train.logging_steps: 'auto' = about 100 curve points per run. A logged point is read back from the GPU,
+    the one wait for it in a step: logging every step keeps a small model's GPU idle between steps."""
+    return max(1, math.ceil(steps / 100)) if setting == "auto" else int(setting)
+
+
+def make_trainer(model, tokenizer, config, dataset, callbacks):
+    """The stages' SFTTrainer, less two per-batch host costs of transformers' loop that change no result."""
+    import torch
+    from trl import SFTTrainer
+    from transformers.trainer_callback import PrinterCallback
+
+    class Trainer(SFTTrainer):
+        _tokens_pending = None
+
+        def _track_num_input_tokens(self, inputs):
+            """transformers reads the count back (.item()) every batch; here it stays on the device until a save
+            or the end (flush_token_count), so the host never waits for the GPU in mid-step."""
+            mask = inputs.get("attention_mask")
+            count = mask.sum() if mask is not None else torch.tensor(inputs["input_ids"].numel())
+            count = self.accelerator.gather(count.to(self.args.device, torch.int64)).sum()
+            self._tokens_pending = count if self._tokens_pending is None else self._tokens_pending + count
+
+        def flush_token_count(self) -> int:
+            if self._tokens_pending is not None:
+                self.state.num_input_tokens_seen += int(self._tokens_pending)
+                self._tokens_pending = None
+            return int(self.state.num_input_tokens_seen)
+
+        def _save_checkpoint(self, model, trial):
+            self.flush_token_count()  # a resumed run starts from the count its checkpoint holds
+            return super()._save_checkpoint(model, trial)
+
+        def floating_point_ops(self, inputs):
+            return 0  # transformers walks every module each batch for total_flos, which nothing here reads
+
+    trainer = Trainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
+                      callbacks=callbacks)
+    trainer.remove_callback(PrinterCallback)  # the rich bar and dvclive already report
+    return trainer
+
+
 def sft_config(tp, seed: int, backend: str, world: int, *, output_dir: Path | str, lr: float, steps: int,
                per_device: int, accum: int, save: bool, **overrides):
     """The TRL SFTConfig every training stage runs (tp: the train section); benchmarks pass explicit overrides."""
@@ -353,7 +404,9 @@ def sft_config(tp, seed: int, backend: str, world: int, *, output_dir: Path | st
         warmup_steps=float(tp.warmup_ratio),
         weight_decay=float(tp.weight_decay),
         max_grad_norm=float(tp.max_grad_norm),
-        logging_steps=1,
+        logging_steps=logging_every(tp.logging_steps, steps),
+        logging_nan_inf_filter=False,  # a NaN loss is logged, and stops the run (_callbacks), not averaged away
+        optim=tp.optim,
         save_strategy="steps" if save else "no",
         save_steps=int(tp.save_steps),
         save_total_limit=1,
@@ -370,7 +423,10 @@ def sft_config(tp, seed: int, backend: str, world: int, *, output_dir: Path | st
         length_column_name="length",
         remove_unused_columns=False,  # keeps "length" for the sampler; the collator reads only ids and labels
         loss_type=tp.loss_type if backend == "hf" else "nll",  # Unsloth fuses its own loss
-        dataloader_num_workers=0,
+        # GPU: rows are fetched and padded by two worker processes while the GPU runs the step before
+        dataloader_num_workers=2 if on_gpu else 0,
+        dataloader_persistent_workers=on_gpu,
+        dataloader_pin_memory=on_gpu,
         include_num_input_tokens_seen="non_padding",
         gradient_checkpointing=False,  # set per layer on the model in add_lora (jinmei.train.memory)
         ddp_find_unused_parameters=False if world > 1 else None,
@@ -414,25 +470,19 @@ def train(run: TrainRun, out_dir: Path) -> dict[str, Any]:
               + (f", resuming from {resume_from.name}" if resume_from else ""), flush=True)
         print(f"[{run.label}] {memory.describe(ckpt)}", flush=True)
 
-    from trl import SFTTrainer
-
     scratch_dir = out_dir.parent / f".{out_dir.name}-scratch"  # Trainer wants an output_dir even when it saves nothing
     config = sft_config(tp, seed, backend, world, output_dir=run.checkpoint_dir or scratch_dir,
                         lr=float(run.section.lr), steps=steps, per_device=per_device, accum=accum,
                         save=run.checkpoint_dir is not None)
     callback = _callbacks(run.live_dir, steps, run.label, resume=resume_from is not None)
-    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(examples),
-                         processing_class=tokenizer, callbacks=[callback])
-    from transformers.trainer_callback import PrinterCallback
-
-    trainer.remove_callback(PrinterCallback)  # the rich bar and dvclive already report every step
+    trainer = make_trainer(model, tokenizer, config, Dataset.from_list(examples), [callback])
     started = time.time()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.time() - started
     # from the trainer's own history: after a resume it holds the steps before the kill too
     history = [(int(e["step"]), float(e["loss"])) for e in trainer.state.log_history if "loss" in e]
     losses = [loss for _, loss in history]
-    tokens = int(trainer.state.num_input_tokens_seen)
+    tokens = trainer.flush_token_count()
     metrics = {
         "backend": backend,
         "processes": world,
@@ -466,7 +516,7 @@ def train(run: TrainRun, out_dir: Path) -> dict[str, Any]:
 
 TRAIN_KNOBS = ("backend", "processes", "global_batch", "per_device_batch", "gradient_checkpointing", "too_long",
                "warmup_ratio", "lr_scheduler", "weight_decay", "max_grad_norm", "save_steps", "group_by_length",
-               "loss_type")
+               "loss_type", "optim", "logging_steps")
 
 
 def run_mixture(p, label: str, *, base: Path, splits: Path, out: Path, checkpoints: Path, metrics: Path,

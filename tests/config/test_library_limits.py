@@ -113,6 +113,8 @@ WALK = [
     ("train.save_steps", 0.5, "demo", "must be a positive integer"),
     ("train.group_by_length", "true", "demo", "must be true or false"),
     ("train.loss_type", "mse", "demo", "must be one of nll, chunked_nll, dft"),
+    ("train.optim", "sgd", "demo", "must be one of adamw_torch_fused, adamw_torch, adamw_8bit"),
+    ("train.logging_steps", 0, "demo", "must be 'auto' or"),
     ("train.report_to", ["neptune"], "demo", "'neptune', not one of tensorboard"),
     ("sanity.steps", 0, "demo", "must be a positive integer"),
     ("sanity.global_batch", BIG, "demo", "must be at most"),
@@ -242,7 +244,8 @@ def _sft_config(tmp_path, **train):
     from jinmei.train.trainer import sft_config
 
     tp = SimpleNamespace(**{"lr_scheduler": "cosine", "warmup_ratio": 0.05, "weight_decay": 0.0, "max_grad_norm": 1.0,
-                            "save_steps": 10, "group_by_length": True, "loss_type": "nll", "report_to": [], **train})
+                            "save_steps": 10, "group_by_length": True, "loss_type": "nll", "report_to": [], "optim": "adamw_torch_fused",
+                            "logging_steps": "auto", **train})
     return sft_config(tp, 0, "hf", 1, output_dir=tmp_path, lr=1e-3, steps=20, per_device=2, accum=1, save=False)
 
 

@@ -94,6 +94,9 @@ BAD_VALUES = [
     ("train.backend", "deepspeed", "stage1", "train.backend='deepspeed': must be one of auto, hf, unsloth"),
     ("train.too_long", "truncate", "stage1", "train.too_long='truncate': must be one of cut_article, skip"),
     ("train.loss_type", "mse", "stage1", "train.loss_type='mse': must be one of nll, chunked_nll, dft"),
+    ("train.optim", "adamw_bnb_8bit", "stage1", "train.optim='adamw_bnb_8bit': must be one of adamw_torch_fused, "
+                                                "adamw_torch, adamw_8bit"),
+    ("train.logging_steps", -5, "stage1", "train.logging_steps=-5: must be 'auto' or"),
     ("train.processes", 0, "stage1", "train.processes=0: must be 'auto' or a positive integer"),
     ("train.lr_scheduler", "cosin", "stage1", "train.lr_scheduler='cosin': unknown scheduler; valid: linear, cosine"),
     ("train.gradient_checkpointing", "yes", "stage1",
