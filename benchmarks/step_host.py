@@ -41,7 +41,7 @@ from jinmei.config.params import load_all  # noqa: E402
 from jinmei.errors import JinmeiError, run_main  # noqa: E402
 from jinmei.files import write_json  # noqa: E402
 from jinmei.runtime import set_offline_env  # noqa: E402
-from jinmei.train import trainer as stages  # noqa: E402
+from train_throughput import stages  # noqa: E402  (whichever jinmei.train.trainer train_throughput imported)
 
 VARIANTS = ("stages", "per_step_clock", "no_logging", "no_token_count", "no_flos", "no_callback", "workers",
             "fused_adamw", "adamw_8bit", "pad64")
@@ -66,14 +66,7 @@ def configure(cfg, variant: str, logging_steps: int):
 
 
 def build_trainer(model, tok, cfg, ds, callbacks, variant: str):
-    if hasattr(stages, "make_trainer"):
-        trainer = stages.make_trainer(model, tok, cfg, ds, callbacks)
-    else:  # the older stages: transformers' SFTTrainer as it comes, less its printer
-        from transformers.trainer_callback import PrinterCallback
-        from trl import SFTTrainer
-
-        trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok, callbacks=callbacks)
-        trainer.remove_callback(PrinterCallback)
+    trainer = tt.stages_trainer(model, tok, cfg, ds, callbacks)
     if variant == "no_flos":
         trainer.floating_point_ops = lambda inputs: 0
     return trainer
@@ -338,6 +331,73 @@ def dvclive_cost(args) -> None:
         write_json(args.out, result)
 
 
+SUSPECTS = (  # (variant, what it switches off, sign): cost = sign x (variant - baseline) in ms per step
+    ("per_step_clock", "the benchmark's own synchronisation at every step end", +1),
+    ("no_logging", "a loss point every step (loss and grad norm read back, rich and dvclive updates)", -1),
+    ("no_token_count", "the token count read back every batch (include_num_input_tokens_seen)", -1),
+    ("no_flos", "transformers' FLOP estimate: a walk over every module every batch", -1),
+    ("no_callback", "the stages' progress callback (rich bar)", -1),
+    ("workers", "batches fetched and padded inside the training loop (no worker processes)", -1),
+    ("fused_adamw", "bitsandbytes' 8-bit AdamW, a kernel per tensor (Unsloth's default) vs torch's fused one", -1),
+    ("pad64", "padding to a multiple of 64 tokens (fewer shapes, more tokens)", +1),
+)
+
+
+def summary(args) -> None:
+    """Per-suspect table (older code) and old vs new per shape, from the JSONs of `run`."""
+    runs = {}
+    for f in args.files:
+        d = json.loads(Path(f).read_text(encoding="utf-8"))
+        runs[(d["shape"], d["batch"], "new" if "make_trainer" in d["code"] else "old")] = d
+    lines, table = [], {"suspects": [], "old_vs_new": []}
+    shapes = sorted({(s, b) for s, b, _ in runs},
+                    key=lambda k: next(runs[(*k, c)]["n_body_params"] for c in ("old", "new") if (*k, c) in runs))
+    lines += ["| shape, batch | suspect | ms per step | share of the step |", "|---|---|---:|---:|"]
+    for shape, batch in shapes:
+        old = runs.get((shape, batch, "old"))
+        base = old and old["variants"].get(args.baseline)
+        if not base or "error" in base:
+            continue
+        step_ms = base["s_per_step"] * 1e3
+        for variant, what, sign in SUSPECTS:
+            v = old["variants"].get(variant)
+            if not v or "error" in v:
+                continue
+            cost = sign * (v["s_per_step"] * 1e3 - step_ms)
+            table["suspects"].append({"shape": shape, "batch": batch, "variant": variant, "suspect": what,
+                                      "ms_per_step": round(cost, 1), "share": round(cost / step_ms, 4)})
+            lines.append(f"| {shape} b{batch} | {what} | {cost:+.1f} | {cost / step_ms:+.1%} |")
+        if old.get("checkpoint_save_s"):
+            save = old["checkpoint_save_s"] * 1e3
+            for every in (10, 200):
+                lines.append(f"| {shape} b{batch} | a checkpoint save every {every} steps ({save:,.0f} ms each) | "
+                             f"{save / every:+.1f} | {save / every / step_ms:+.1%} |")
+    lines += ["", "| shape, batch | code | clock | ms/step | tokens/s | strict 4N MFU | GPU idle | mean loss |",
+              "|---|---|---|---:|---:|---:|---:|---:|"]
+    for shape, batch in shapes:
+        for code in ("old", "new"):
+            d = runs.get((shape, batch, code))
+            if d is None:
+                continue
+            for variant, clock in (("per_step_clock", "synchronised every step"),
+                                   ("stages:cuda", "one synchronisation, profiler on")):
+                v = d["variants"].get(variant)
+                if not v or "error" in v:
+                    continue
+                idle = f"{v['idle_share']:.1%}" if "idle_share" in v else "-"
+                lines.append(f"| {shape} b{batch} ({d['plan']['checkpointed']}/{d['plan']['layers']} recomputed) | "
+                             f"{code} | {clock} | {v['s_per_step'] * 1e3:,.1f} | {v['tokens_per_s']:,.0f} | "
+                             f"{tt._pct(v['mfu_4n'])} | {idle} | {v['train_loss']:.4f} |")
+                table["old_vs_new"].append({"shape": shape, "batch": batch, "code": code, "clock": clock,
+                                            **{k: v.get(k) for k in ("s_per_step", "tokens_per_s", "mfu_4n",
+                                                                     "idle_share", "train_loss",
+                                                                     "calls_per_step")}})
+    text = "\n".join(lines) + "\n"
+    print(text)
+    Path(args.out_md).write_text(text, encoding="utf-8")
+    write_json(args.out, table)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -363,8 +423,14 @@ def main(argv=None) -> None:
     d = sub.add_parser("dvclive", help="host ms per dvclive loss point (CPU)")
     d.add_argument("--points", type=int, default=200)
     d.add_argument("--out", default=None)
+    m = sub.add_parser("summary", help="per-suspect and old-vs-new tables from run JSONs")
+    m.add_argument("files", nargs="+")
+    m.add_argument("--baseline", default="stages",
+                   help="the older code's variant that ran its stages configuration with the window clock")
+    m.add_argument("--out", required=True)
+    m.add_argument("--out-md", required=True)
     args = p.parse_args(argv)
-    {"run": run, "dvclive": dvclive_cost}[args.cmd](args)
+    {"run": run, "dvclive": dvclive_cost, "summary": summary}[args.cmd](args)
 
 
 if __name__ == "__main__":

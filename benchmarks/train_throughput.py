@@ -8,6 +8,9 @@ config (Qwen2.5-1.5B or Qwen2.5-7B shape) with random bf16 weights saved once to
 backends load (throughput does not depend on weight values), and the data are synthetic token-id rows
 whose lengths follow Japanese news articles (see `synth_lengths` and docs/gpu-benchmark.md).
 
+Its step clock synchronises the GPU at every step end, which hides any overlap of host and GPU work; where the
+host's share of a step matters, step_host.py times a window with one synchronisation and says where host time goes.
+
 Subcommands (each backend runs in its own process: `import unsloth` patches transformers globally):
   build    write the random-weight model folder for a shape
   bench    one backend, a per-device batch sweep; writes JSON after every batch size
@@ -35,6 +38,7 @@ from jinmei.files import write_json  # noqa: E402
 from jinmei.config.params import as_dict, load_all  # noqa: E402
 from jinmei.runtime import set_offline_env  # noqa: E402
 from jinmei.train import memory  # noqa: E402
+from jinmei.train import trainer as stages  # noqa: E402
 from jinmei.train.trainer import LoraSpec, add_lora, checkpoint_plan, load_base, sft_config  # noqa: E402
 
 # Real architectures' shapes (Qwen2.5 config.json values); "tiny" is for CPU smoke tests only.
@@ -210,6 +214,18 @@ BENCH_OVERRIDES = {"lr_scheduler_type": "constant", "warmup_steps": 0, "train_sa
                    "logging_steps": 10_000}
 
 
+def stages_trainer(model, tok, cfg, ds, callbacks=()):
+    """The trainer the stages build (make_trainer); in an older checkout without it, the plain SFTTrainer it built."""
+    if hasattr(stages, "make_trainer"):
+        return stages.make_trainer(model, tok, cfg, ds, list(callbacks))
+    from transformers.trainer_callback import PrinterCallback
+    from trl import SFTTrainer
+
+    trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok, callbacks=list(callbacks))
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
 def checkpointing_setting(choice: str, params):
     """--checkpointing as train.gradient_checkpointing's value; "params" = the params file's own."""
     return {"true": True, "false": False, "auto": "auto"}.get(choice, params.train.gradient_checkpointing)
@@ -317,13 +333,11 @@ def train_steps(backend, model, tok, ids, labels, batch, n_steps, params, device
     """Train n_steps on rows in the given order (sequential sampler); returns (durations, collated batches)."""
     import torch
     from datasets import Dataset
-    from trl import SFTTrainer
-
     on_gpu = device != "cpu"
     cfg = sft_config(params.train, seed, backend, 1, output_dir=f"/tmp/jinmei-bench-run-{backend}", lr=params.stage1.lr,
                      steps=n_steps, per_device=batch, accum=1, save=False, **BENCH_OVERRIDES)
     ds = Dataset.from_dict({"input_ids": ids, "labels": labels, "length": [len(x) for x in ids]})
-    trainer = SFTTrainer(model=model, processing_class=tok, train_dataset=ds, args=cfg)
+    trainer = stages_trainer(model, tok, cfg, ds)
     probe = CollatorProbe(trainer.data_collator)
     trainer.data_collator = probe
     clock = StepClock(torch.cuda.synchronize if on_gpu else (lambda: None))
@@ -687,7 +701,6 @@ def profile(args) -> None:
                 prof.stop()
 
     from datasets import Dataset
-    from trl import SFTTrainer
 
     # batch-1 warm-up rows and the planned batches as one sequential epoch; the batch size changes between them,
     # so each part runs in its own trainer (same model)
@@ -697,7 +710,7 @@ def profile(args) -> None:
         cfg = sft_config(params.train, args.seed, args.backend, 1, output_dir="/tmp/jinmei-bench-profile",
                          lr=params.stage1.lr, steps=steps, per_device=bs, accum=1, save=False, **BENCH_OVERRIDES)
         ds = Dataset.from_dict({"input_ids": ids, "labels": labels, "length": [len(x) for x in ids]})
-        trainer = SFTTrainer(model=model, processing_class=tok, train_dataset=ds, args=cfg)
+        trainer = stages_trainer(model, tok, cfg, ds)
         if part == 1:
             trainer.add_callback(Window())
         trainer.train()

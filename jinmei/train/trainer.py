@@ -516,7 +516,7 @@ def train(run: TrainRun, out_dir: Path) -> dict[str, Any]:
 
 TRAIN_KNOBS = ("backend", "processes", "global_batch", "per_device_batch", "gradient_checkpointing", "too_long",
                "warmup_ratio", "lr_scheduler", "weight_decay", "max_grad_norm", "save_steps", "group_by_length",
-               "loss_type", "optim", "logging_steps")
+               "loss_type", "optim")  # not logging_steps, report_to: they change what is reported, not the model
 
 
 def run_mixture(p, label: str, *, base: Path, splits: Path, out: Path, checkpoints: Path, metrics: Path,

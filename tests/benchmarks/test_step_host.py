@@ -1,0 +1,34 @@
+"""benchmarks/step_host.py on the CPU: a tiny random model, the stages' trainer, variants that change no arithmetic."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ["--rows", "200", "--chars-median", "100", "--chars-min", "30", "--chars-max", "200", "--max-seq-length", "1024"]
+
+
+def _bench(*args):
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / args[0]), *args[1:]], check=True, cwd=ROOT,
+                   capture_output=True, text=True)
+
+
+def test_host_variants_time_the_same_training(tmp_path):
+    model, out = tmp_path / "tiny", tmp_path / "tiny-b4-new.json"
+    _bench("train_throughput.py", "build", "--shape", "tiny", "--dir", str(model))
+    _bench("step_host.py", "run", "--backend", "hf", "--shape", "tiny", "--dir", str(model), "--out", str(out),
+           "--batch", "4", "--warmup", "2", "--steps", "3", "--variants", "stages,per_step_clock,no_token_count,no_flos",
+           *DATA)
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["code"] == "stages' make_trainer" and "shape_warmup" in result
+    runs = result["variants"]
+    assert all(v["s_per_step"] > 0 for v in runs.values()), runs
+    assert len(runs["per_step_clock"]["per_step_s"]) == 3
+    # on the CPU training is bit-reproducible: switching a host cost off changes no loss
+    assert len({v["train_loss"] for v in runs.values()}) == 1, runs
+    _bench("step_host.py", "summary", str(out), "--out", str(tmp_path / "s.json"), "--out-md", str(tmp_path / "s.md"))
+    table = json.loads((tmp_path / "s.json").read_text(encoding="utf-8"))
+    assert [r["code"] for r in table["old_vs_new"]] == ["new"]  # the per-step clock row; no profiled run asked
