@@ -162,6 +162,7 @@ def run(args) -> None:
     prompt, answer = tt.synth_lengths(args)
     lengths = prompt + answer
     setting = tt.checkpointing_setting(args.checkpointing, params)
+    torch.manual_seed(args.seed)  # as the stages do: the same fresh adapter in every process (old code and new)
     model, tok, plans, _ = tt.load_backend(args.backend, args.dir, params, args.max_seq_length, args.seed, setting,
                                            [args.batch], int(lengths.max()))
     n_body, _ = tt.body_matmul_params(model)
