@@ -8,14 +8,16 @@ the same card, for old code against new.
 
 Two clocks per variant, never mixed: `window` = one synchronisation before the first timed step and one after the
 last (what a run costs); `per_step` = a synchronisation at every step end (what benchmarks usually do, and what
-hides the host/GPU overlap the stages rely on). With --profile, the torch profiler over the same timed steps gives
-the share of the window in which no kernel or copy runs on the GPU, and the synchronising CUDA calls per step.
+hides the host/GPU overlap the stages rely on). A variant named `NAME:cuda` runs under the torch profiler (CUDA
+activity): the share of the window in which no kernel or copy runs on the GPU, and the synchronising CUDA calls per
+step; `NAME:cpu` also records the host's operators. Profiled runs are a little slower than unprofiled ones.
 
 Variants (each one change to the `stages` configuration):
   stages          the trainer and settings the stages run (bench changes: constant lr, no warm-up, fixed order)
   per_step_clock  stages, timed with a synchronisation at every step end
   no_logging      no loss point during the window (a point reads the loss back: a wait for the GPU)
-  no_token_count  include_num_input_tokens_seen off (transformers reads the count back every batch)
+  no_token_count  include_num_input_tokens_seen off (transformers reads the count back every batch; make_trainer
+                  keeps it on the device, so this changes nothing there)
   no_flos         Trainer.floating_point_ops returns 0 (a walk over every module every batch)
   no_callback     without the stages' progress callback (rich bar; dvclive is measured by `dvclive`)
   workers         batches fetched and padded by 2 worker processes instead of the training loop
@@ -154,7 +156,7 @@ def run(args) -> None:
     from datasets import Dataset
     from torch.profiler import ProfilerActivity
 
-    on_gpu = torch.cuda.is_available()  # the CPU runs it only as a smoke test (tests/benchmarks)
+    on_gpu = torch.cuda.is_available()  # the CPU: the plain backend, for the tests and CPU comparisons
     if args.backend == "unsloth" and not on_gpu:
         raise JinmeiError("--backend unsloth needs a CUDA GPU; use --backend hf on the CPU")
     gpu = torch.cuda.get_device_name(0) if on_gpu else platform.processor() or "cpu"
