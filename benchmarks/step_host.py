@@ -149,7 +149,9 @@ def run(args) -> None:
     set_offline_env()
     params = load_all(args.params)
     code = "stages' make_trainer" if hasattr(stages, "make_trainer") else "older stages: plain SFTTrainer"
-    print(f"[host] jinmei from {Path(stages.__file__).parents[2]} ({code}); params {args.params}", flush=True)
+    checkout = Path(stages.__file__).resolve().parents[2]
+    checkout = "this checkout" if checkout == Path(__file__).resolve().parents[1] else str(checkout)
+    print(f"[host] jinmei from {checkout} ({code}); params {args.params}", flush=True)
     if args.backend == "unsloth":
         import unsloth  # noqa: F401
     import torch
@@ -179,7 +181,7 @@ def run(args) -> None:
     run_logging = (stages.logging_every(params.train.logging_steps, args.run_steps)
                    if hasattr(stages, "logging_every") else 1)
     result = {"device": gpu, "backend": args.backend, "shape": args.shape, "batch": args.batch, "code": code,
-              "jinmei": str(Path(stages.__file__).parents[2]), "params": str(args.params),
+              "jinmei": checkout, "params": str(args.params),
               "versions": {"torch": torch.__version__, "python": platform.python_version(),
                            "unsloth": tt._version("unsloth"), "transformers": tt._version("transformers")},
               "checkpointing": setting, "plan": plans[args.batch].as_metrics(), "n_body_params": n_body,
