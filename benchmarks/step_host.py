@@ -196,7 +196,7 @@ def run(args) -> None:
     wrows = [tt.token_row(i, int(prompt[i]), int(answer[i]), vocab, args.seed) for b in warm for i in b]
     wcfg = stages.sft_config(params.train, args.seed, args.backend, 1, output_dir="/tmp/jinmei-host-warm",
                              lr=float(params.stage1.lr), steps=len(warm), per_device=1, accum=1, save=False,
-                             **{k: v for k, v in BENCH.items()})
+                             **BENCH)
     t0 = time.perf_counter()
     build_trainer(model, tok, wcfg, Dataset.from_dict({"input_ids": [r[0] for r in wrows],
                   "labels": [r[1] for r in wrows], "length": [len(r[0]) for r in wrows]}), [], "stages").train()
@@ -280,7 +280,7 @@ def run(args) -> None:
     if args.save_adapter and "stages" in adapters:
         torch.save(adapters["stages"], args.save_adapter)
     if args.compare_adapter and Path(args.compare_adapter).exists():
-        ref = torch.load(args.compare_adapter)
+        ref = torch.load(args.compare_adapter, weights_only=True)
         result["adapter_vs_reference"] = {v: adapter_diff(a, ref) for v, a in adapters.items()}
     write_json(args.out, result)
 
