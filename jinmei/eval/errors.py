@@ -299,8 +299,8 @@ def name_errors_table(rows: list[dict[str, Any]], found: list[dict[str, Any]], f
             "| name error | count |", "|---|---|", *(f"| {NAME_ERROR_TITLES[k]} | {n} |" for k, n in counts.items())]
 
 
-def split_section(name: str, rows: list[dict[str, Any]], fields: Sequence[str], per_kind: int) -> list[str]:
-    found = [analyse(r, fields) for r in rows]
+def split_section(name: str, rows: list[dict[str, Any]], found: list[dict[str, Any]], fields: Sequence[str],
+                  per_kind: int) -> list[str]:
     lines = [f"## {name} ({len(rows)} articles)", "", *counts_table(rows, found, fields),
              *name_errors_table(rows, found, fields)]
     for kind in KINDS:
@@ -316,8 +316,11 @@ def split_section(name: str, rows: list[dict[str, Any]], fields: Sequence[str], 
     return lines
 
 
-def report(predictions: dict[str, list[dict[str, Any]]], fields: Sequence[str], per_kind: int = PER_KIND) -> str:
-    """The page for prediction rows {split: rows}, rows as evaluation.prediction_row writes them (with "text")."""
+def report(predictions: dict[str, list[dict[str, Any]]], fields: Sequence[str], per_kind: int = PER_KIND,
+           found: dict[str, list[dict[str, Any]]] | None = None) -> str:
+    """The page for prediction rows {split: rows}, rows as evaluation.prediction_row writes them (with "text");
+    found: {split: each row's analyse()}, when the caller has them (eval also counts name errors from them)."""
+    found = found or {name: [analyse(r, fields) for r in rows] for name, rows in predictions.items()}
     lines = ["# Eval errors", "",
              f"What the GGUF got wrong on each dev set: counts, then at most {per_kind} example(s) per kind, in the "
              "order of data/predictions/<split>.jsonl (row = line). Kinds overlap: an invalid answer is also a false "
@@ -325,7 +328,7 @@ def report(predictions: dict[str, list[dict[str, Any]]], fields: Sequence[str], 
              f"**bold**; long articles are cut around the first of them, and each cut is marked {CUT} and said. "
              "docs/metrics.md (\"Errors\") defines each kind."]
     for name, rows in predictions.items():
-        lines += ["", *split_section(name, rows, fields, per_kind)]
+        lines += ["", *split_section(name, rows, found[name], fields, per_kind)]
     return "\n".join(lines) + "\n"
 
 

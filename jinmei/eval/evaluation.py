@@ -258,7 +258,7 @@ def run(p, *, gguf: Path, splits_dir: Path, base: Path, stage1: Path, merged: Pa
                                           "batch_size": ev.batch_size, "n_batch": ev.n_batch,
                                           "workers": len(llm.worker_devices(ev.workers, llm.visible_gpus())),
                                           "n_threads": ev.n_threads}}
-    predictions, plots = {}, {}
+    predictions, plots, found = {}, {}, {}
     seen = name_index(row["text"] for name in TRAINING_SPLITS for row in read_split(splits_dir / f"{name}.jsonl"))
     for name, rows in splits.items():
         records = [{"gold": r["output"], "text": answers[r["text"]].text, "truncated": answers[r["text"]].truncated,
@@ -266,8 +266,9 @@ def run(p, *, gguf: Path, splits_dir: Path, base: Path, stage1: Path, merged: Pa
         scored_rows, m = score(records, fields)
         predictions[name] = [prediction_row(r, s, answers[r["text"]], r["text"] in too_long)
                              for r, s in zip(rows, scored_rows)]
+        found[name] = [errors_mod.analyse(r, fields) for r in predictions[name]]
         metrics[name] = {**m, "too_long": sum(1 for r in rows if r["text"] in too_long),
-                         "name_errors": errors_mod.name_error_counts(predictions[name], fields)}
+                         "name_errors": errors_mod.name_error_counts(predictions[name], fields, found[name])}
         plots[f"confusion_{name}"] = confusion_rows(scored_rows)
         if name == "dev_positive":
             metrics[name]["names"] = by_novelty(scored_rows, fields[0], seen)
@@ -280,7 +281,7 @@ def run(p, *, gguf: Path, splits_dir: Path, base: Path, stage1: Path, merged: Pa
                                             ev.compare_batch_size)
     metrics = rounded(metrics)
     field_recall = [{"field": f, "recall": v} for f, v in metrics["dev_positive"]["field_recall"].items()]
-    errors_page = errors_mod.report(predictions, fields)
+    errors_page = errors_mod.report(predictions, fields, found=found)
 
     # everything is computed: now write, each file atomically
     for name, rows in predictions.items():
