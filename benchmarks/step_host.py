@@ -47,7 +47,7 @@ from train_throughput import stages  # noqa: E402  (whichever jinmei.train.train
 
 VARIANTS = ("stages", "per_step_clock", "no_logging", "no_token_count", "no_flos", "no_callback", "workers",
             "fused_adamw", "adamw_8bit", "pad64")
-BENCH = {"lr_scheduler_type": "constant", "warmup_steps": 0, "train_sampling_strategy": "sequential"}
+BENCH = {k: v for k, v in tt.BENCH_OVERRIDES.items() if k != "logging_steps"}  # the loss cadence is a suspect here
 SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
 
 
@@ -173,10 +173,13 @@ def run(args) -> None:
     vocab = model.get_input_embeddings().weight.shape[0]
     fresh = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
+    def dataset(batches):
+        rows = [tt.token_row(i, int(prompt[i]), int(answer[i]), vocab, args.seed) for b in batches for i in b]
+        return Dataset.from_dict({"input_ids": [r[0] for r in rows], "labels": [r[1] for r in rows],
+                                  "length": [len(r[0]) for r in rows]})
+
     batches = tt.plan_steps(lengths, args.batch, "grouped", args.warmup, args.steps, args)
-    rows = [tt.token_row(i, int(prompt[i]), int(answer[i]), vocab, args.seed) for b in batches for i in b]
-    ds = Dataset.from_dict({"input_ids": [r[0] for r in rows], "labels": [r[1] for r in rows],
-                            "length": [len(r[0]) for r in rows]})
+    ds = dataset(batches)
     timed_tokens = sum(int(lengths[b].sum()) for b in batches[args.warmup:])
     run_logging = (stages.logging_every(params.train.logging_steps, args.run_steps)
                    if hasattr(stages, "logging_every") else 1)
@@ -193,13 +196,11 @@ def run(args) -> None:
 
     # compile warm-up on a few batch-1 steps, as train_throughput.py does
     warm = tt.epoch_batches(lengths, 1, "random", args)[:3]
-    wrows = [tt.token_row(i, int(prompt[i]), int(answer[i]), vocab, args.seed) for b in warm for i in b]
     wcfg = stages.sft_config(params.train, args.seed, args.backend, 1, output_dir="/tmp/jinmei-host-warm",
                              lr=float(params.stage1.lr), steps=len(warm), per_device=1, accum=1, save=False,
                              **BENCH)
     t0 = time.perf_counter()
-    build_trainer(model, tok, wcfg, Dataset.from_dict({"input_ids": [r[0] for r in wrows],
-                  "labels": [r[1] for r in wrows], "length": [len(r[0]) for r in wrows]}), [], "stages").train()
+    build_trainer(model, tok, wcfg, dataset(warm), [], "stages").train()
     result["warmup_s"] = time.perf_counter() - t0
     adapters = {}
 
