@@ -22,7 +22,7 @@ from jinmei.errors import JinmeiError, show_id
 from jinmei.files import atomic_path, write_json
 from jinmei.infer.generate import greedy_answers
 from jinmei.data.names import TRAINING_SPLITS, name_index
-from jinmei.eval.scoring import answer_class, by_novelty, confusion_rows, paired_found, score
+from jinmei.eval.scoring import answer_class, by_novelty, confusion_rows, novelty_gap, paired_found, score
 
 SPLITS = ("dev_all", "dev_positive")
 COMPARE_KEYS = ("recall", "person_f1", "schema_valid_rate", "truncated")
@@ -200,6 +200,9 @@ def summary_table(metrics: dict[str, Any], warnings: list[str] | None = None) ->
         t.add_row(f"person_recall, {group} names (n={g['persons_gold']})", "",
                   fmt(g["person_recall"], g["ci95"]["person_recall"]))
         t.add_row(f"person_f1, {group} names", "", fmt(g["person_f1"]))
+    if "names_recall_gap" in p:
+        gap = p["names_recall_gap"]
+        t.add_row("person_recall gap, seen − unseen", "", fmt(gap["seen_minus_unseen"], gap["ci95"]))
     for f, v in p["field_recall"].items():
         t.add_row(f"field_recall.{f}", "", fmt(v))
     for f, v in p["field_missing"].items():
@@ -272,6 +275,7 @@ def run(p, *, gguf: Path, splits_dir: Path, base: Path, stage1: Path, merged: Pa
         plots[f"confusion_{name}"] = confusion_rows(scored_rows)
         if name == "dev_positive":
             metrics[name]["names"] = by_novelty(scored_rows, fields[0], seen)
+            metrics[name]["names_recall_gap"] = novelty_gap(metrics[name]["names"])
     metrics["throughput"] = throughput
 
     n_compare = min(ev.compare_subset, len(splits["dev_positive"]))

@@ -53,6 +53,16 @@ def wilson(k: int, n: int, z: float = 1.959964) -> list[float] | None:
     return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
 
 
+def difference_interval(k1: int, n1: int, k2: int, n2: int) -> list[float] | None:
+    """95% interval of k1/n1 − k2/n2 from the two Wilson intervals (Newcombe's hybrid score, his method 10): honest
+    where a rate sits at 1, as name recall does on an easy corpus, where the normal approximation collapses."""
+    if not (n1 and n2):
+        return None
+    (l1, u1), (l2, u2) = wilson(k1, n1), wilson(k2, n2)
+    p1, p2 = k1 / n1, k2 / n2
+    return [round(p1 - p2 - math.hypot(p1 - l1, u2 - p2), 4), round(p1 - p2 + math.hypot(u1 - p1, p2 - l2), 4)]
+
+
 def _f1(matched: int, predicted: int, gold: int) -> float | None:
     """2·tp / (predicted + gold): the harmonic mean of precision and recall, and still defined (0) when the model
     names nobody, so a run that answers empty to everything scores 0 in `dvc exp show` rather than a blank."""
@@ -190,6 +200,17 @@ def by_novelty(rows: list[dict[str, Any]], key: str, seen: Callable[[Any], bool]
                       "ci95": {"person_recall": wilson(c["matched"], c["gold"]),
                                "person_precision": wilson(c["matched"], c["predicted"])}}
     return out
+
+
+def novelty_gap(groups: dict[str, Any]) -> dict[str, Any]:
+    """Seen-name minus unseen-name person recall, with its interval: a gap whose interval lies above 0 means the
+    model finds names it met in training more often than new ones, i.e. it partly remembers rather than reads."""
+    seen, unseen = groups["seen"], groups["unseen"]
+    if not (seen["persons_gold"] and unseen["persons_gold"]):
+        return {"seen_minus_unseen": None, "ci95": None}
+    return {"seen_minus_unseen": seen["person_recall"] - unseen["person_recall"],
+            "ci95": difference_interval(seen["persons_matched"], seen["persons_gold"],
+                                        unseen["persons_matched"], unseen["persons_gold"])}
 
 
 def score(records: list[dict[str, Any]], fields: Sequence[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:

@@ -57,6 +57,7 @@ def test_too_long_article_is_one_counted_failure_not_a_refused_run(evaluated):
     assert details["dev_all"]["too_long"] == 1 and details["dev_positive"]["too_long"] == 1
     names = details["dev_positive"]["names"]          # 山田太郎 is in a training article: both gold persons are seen
     assert (names["seen"]["persons_gold"], names["unseen"]["persons_gold"]) == (2, 0)
+    assert details["dev_positive"]["names_recall_gap"] == {"seen_minus_unseen": None, "ci95": None}  # no unseen name
     assert details["dev_all"]["n"] == 3 and details["dev_all"]["verdicts"]["truncated"] >= 1
     long_rows = [r for rows in predictions.values() for r in rows if r["too_long"]]
     assert [r["id"] for r in long_rows] == ["long\n\x1b[2J1", "long-p"]

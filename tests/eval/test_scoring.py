@@ -175,3 +175,24 @@ def test_names_seen_in_training_are_scored_apart_from_unseen_ones():
     assert (unseen["persons_gold"], unseen["persons_predicted"], unseen["persons_matched"]) == (3, 1, 1)
     assert unseen["person_recall"] == pytest.approx(1 / 3) and unseen["person_f1"] == pytest.approx(2 * 1 / (1 + 3))
     assert unseen["ci95"]["person_recall"][0] < 1 / 3 < unseen["ci95"]["person_recall"][1]
+
+
+def test_difference_interval_matches_newcombes_worked_example():
+    """Newcombe (1998), Statistics in Medicine 17:873, table II: 56/70 − 48/80, method 10 → [0.0524, 0.3339]."""
+    from jinmei.eval.scoring import difference_interval
+
+    assert difference_interval(56, 70, 48, 80) == pytest.approx([0.0524, 0.3339], abs=2e-4)
+    low, high = difference_interval(10, 10, 10, 20)                  # one rate at 1: still a proper interval
+    assert 0 < low < 0.5 < high <= 1
+    assert difference_interval(1, 0, 1, 2) is None
+
+
+def test_novelty_gap_is_seen_minus_unseen_recall_with_its_interval():
+    from jinmei.eval.scoring import novelty_gap
+
+    def group(matched, gold):
+        return {"persons_matched": matched, "persons_gold": gold, "person_recall": matched / gold if gold else None}
+
+    gap = novelty_gap({"seen": group(56, 70), "unseen": group(48, 80)})
+    assert gap["seen_minus_unseen"] == pytest.approx(0.2) and gap["ci95"] == pytest.approx([0.0524, 0.3339], abs=2e-4)
+    assert novelty_gap({"seen": group(0, 0), "unseen": group(3, 4)}) == {"seen_minus_unseen": None, "ci95": None}
