@@ -262,6 +262,20 @@ def advise(metrics: dict[str, Any], params, stage1: dict[str, Any] | None = None
         findings.append(f"{truncated} dev_all answers hit eval.max_new_tokens={ev.max_new_tokens} and count "
                         "as failures; see data/predictions/dev_all.jsonl (verdict truncated).")
 
+    # 6. names met in training found more often than new ones: Dev-Positive recall overstates production
+    gap = _get(metrics, "dev_positive", "names_recall_gap") or {}
+    groups = _get(metrics, "dev_positive", "names") or {}
+    if gap.get("ci95") and gap["ci95"][0] > ev.recall_drop_margin:
+        seen, unseen = groups["seen"], groups["unseen"]
+        findings.append(
+            f"**names seen in training are found more often than new ones**: person recall "
+            f"{_pct(seen['person_recall'])} of {seen['persons_gold']} seen names vs {_pct(unseen['person_recall'])} "
+            f"of {unseen['persons_gold']} unseen (gap {_pct(gap['seen_minus_unseen'])}, 95% interval "
+            f"{_pct(gap['ci95'][0])}-{_pct(gap['ci95'][1])}, over the {_pct(ev.recall_drop_margin)} margin). The "
+            "model partly remembers names instead of reading them, so Dev-Positive recall overstates how it does "
+            "on articles about new people; the unseen figure is the one to trust. More training articles with "
+            "other names are the remedy; no param of this recipe adds them.")
+
     head = "# Advice from eval\n\n"
     if not findings:
         pos, n_compared = metrics.get("dev_positive", {}), _get(metrics, "compare", "n")

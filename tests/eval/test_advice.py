@@ -218,3 +218,30 @@ def test_the_paired_test_decides_a_drop_and_a_whole_dev_positive_asks_for_a_larg
     assert "-S split.dev_positive_size=800 -S eval.compare_subset=800" in text   # not compare_subset=800 alone
     m["dev_positive"]["n"] = 500
     assert "compare all of Dev-Positive: `dvc exp run -S eval.compare_subset=500`" in advise(m, PARAMS)
+
+
+def names(seen, unseen, low, high):
+    """dev_positive's seen/unseen groups and gap as eval writes them (recall = matched / gold)."""
+    groups = {group: {"persons_gold": gold, "persons_matched": hit, "person_recall": hit / gold}
+              for group, (hit, gold) in (("seen", seen), ("unseen", unseen))}
+    gap = {"seen_minus_unseen": seen[0] / seen[1] - unseen[0] / unseen[1], "ci95": [low, high]}
+    return {"names": groups, "names_recall_gap": gap}
+
+
+def test_a_measured_gap_between_seen_and_unseen_names_is_reported():
+    m = good_metrics()
+    m["dev_positive"].update(names(seen=(95, 100), unseen=(150, 200), low=0.12, high=0.27))
+    text = advise(m, PARAMS)
+    assert "names seen in training are found more often than new ones" in text
+    assert "95.0% of 100 seen names vs 75.0% of 200 unseen" in text and "12.0%-27.0%" in text
+    assert "All checks pass" not in text
+
+
+def test_a_gap_whose_interval_reaches_the_margin_is_quiet():
+    m = good_metrics()
+    m["dev_positive"].update(names(seen=(461, 471), unseen=(2043, 2108), low=-0.009, high=0.0223))
+    assert "All checks pass" in advise(m, PARAMS)
+    m["dev_positive"].update(names(seen=(9, 10), unseen=(5, 10), low=0.04, high=0.7))   # lower bound 4% < 5%
+    assert "All checks pass" in advise(m, PARAMS)
+    m["dev_positive"]["names_recall_gap"] = {"seen_minus_unseen": None, "ci95": None}     # a group was empty
+    assert "All checks pass" in advise(m, PARAMS)
