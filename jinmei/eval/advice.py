@@ -95,9 +95,12 @@ def _more_articles(metrics) -> str:
             f"`{cmd('split.dev_positive_size=' + str(4 * dev), 'eval.compare_subset=' + str(4 * dev))}`")
 
 
-def _interval(metrics, name: str) -> str:
-    ci = _get(metrics, "compare", name, "recall_ci95")
+def _ci(ci: list[float] | None) -> str:
     return f" [95% CI {_pct(ci[0])}-{_pct(ci[1])}]" if ci else ""
+
+
+def _interval(metrics, name: str) -> str:
+    return _ci(_get(metrics, "compare", name, "recall_ci95"))
 
 
 def stage2_ladder(s2) -> str:
@@ -264,17 +267,16 @@ def advise(metrics: dict[str, Any], params, stage1: dict[str, Any] | None = None
 
     # 6. names met in training found more often than new ones: Dev-Positive recall overstates production
     gap = _get(metrics, "dev_positive", "names_recall_gap") or {}
-    groups = _get(metrics, "dev_positive", "names") or {}
     if gap.get("ci95") and gap["ci95"][0] > ev.recall_drop_margin:
-        seen, unseen = groups["seen"], groups["unseen"]
+        seen, unseen = metrics["dev_positive"]["names"]["seen"], metrics["dev_positive"]["names"]["unseen"]
         findings.append(
             f"**names seen in training are found more often than new ones**: person recall "
             f"{_pct(seen['person_recall'])} of {seen['persons_gold']} seen names vs {_pct(unseen['person_recall'])} "
-            f"of {unseen['persons_gold']} unseen (gap {_pct(gap['seen_minus_unseen'])}, 95% interval "
-            f"{_pct(gap['ci95'][0])}-{_pct(gap['ci95'][1])}, over the {_pct(ev.recall_drop_margin)} margin). The "
-            "model partly remembers names instead of reading them, so Dev-Positive recall overstates how it does "
-            "on articles about new people; the unseen figure is the one to trust. More training articles with "
-            "other names are the remedy; no param of this recipe adds them.")
+            f"of {unseen['persons_gold']} unseen (gap {_pct(gap['seen_minus_unseen'])}{_ci(gap['ci95'])}, over "
+            f"the {_pct(ev.recall_drop_margin)} margin). The model partly remembers names instead of reading them, "
+            "so Dev-Positive recall overstates how it does on articles about new people; the unseen figure is the "
+            "one to trust. More training articles with other names are the remedy; no param of this recipe adds "
+            "them.")
 
     head = "# Advice from eval\n\n"
     if not findings:
