@@ -24,6 +24,8 @@ Variants (each one change to the `stages` configuration):
   fused_adamw     optim adamw_torch_fused (torch's one-kernel AdamW)
   adamw_8bit      optim adamw_8bit (bitsandbytes, a kernel per tensor; Unsloth's default)
   pad64           batches padded to a multiple of 64 tokens (fewer shapes for compiled kernels)
+  full_head       the LM head and loss over every position, as Unsloth's fused loss does (the stages put it on
+                  answer tokens only: jinmei.train.loss); the same loss to bf16 rounding
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ from jinmei.runtime import set_offline_env  # noqa: E402
 from train_throughput import stages  # noqa: E402  (whichever jinmei.train.trainer train_throughput imported)
 
 VARIANTS = ("stages", "per_step_clock", "no_logging", "no_token_count", "no_flos", "no_callback", "workers",
-            "fused_adamw", "adamw_8bit", "pad64")
+            "fused_adamw", "adamw_8bit", "pad64", "full_head")
 BENCH = {k: v for k, v in tt.BENCH_OVERRIDES.items() if k != "logging_steps"}  # the loss cadence is a suspect here
 SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
 
@@ -67,8 +69,8 @@ def configure(cfg, variant: str, logging_steps: int):
     return cfg
 
 
-def build_trainer(model, tok, cfg, ds, callbacks, variant: str):
-    trainer = tt.stages_trainer(model, tok, cfg, ds, callbacks)
+def build_trainer(model, tok, cfg, ds, callbacks, variant: str, answer_only_head: bool = False):
+    trainer = tt.stages_trainer(model, tok, cfg, ds, callbacks, answer_only_head and variant != "full_head")
     if variant == "no_flos":
         trainer.floating_point_ops = lambda inputs: 0
     return trainer
@@ -200,7 +202,9 @@ def run(args) -> None:
                              lr=float(params.stage1.lr), steps=len(warm), per_device=1, accum=1, save=False,
                              **BENCH)
     t0 = time.perf_counter()
-    build_trainer(model, tok, wcfg, dataset(warm), [], "stages").train()
+    answer_only = tt.stages_answer_head(args.backend, params)
+    result["answer_only_head"] = answer_only
+    build_trainer(model, tok, wcfg, dataset(warm), [], "stages", answer_only).train()
     result["warmup_s"] = time.perf_counter() - t0
     adapters = {}
 
@@ -210,6 +214,8 @@ def run(args) -> None:
                 if n in fresh:
                     p.copy_(fresh[n])
         model.zero_grad(set_to_none=True)
+        if on_gpu:
+            torch.cuda.reset_peak_memory_stats()
         cfg = stages.sft_config(params.train, args.seed, args.backend, 1, output_dir=f"/tmp/jinmei-host-{variant}",
                                 lr=float(params.stage1.lr), steps=len(batches), per_device=args.batch, accum=1,
                                 save=False, **BENCH)
@@ -221,7 +227,7 @@ def run(args) -> None:
             prof = torch.profiler.profile(activities=acts)
         window = Window(args.warmup, variant == "per_step_clock", prof)
         callbacks = [] if variant == "no_callback" else [stages._callbacks(None, len(batches), "stage1", False)]
-        trainer = build_trainer(model, tok, cfg, ds, callbacks + [window.callback], variant)
+        trainer = build_trainer(model, tok, cfg, ds, callbacks + [window.callback], variant, answer_only)
         before = dynamo_counts()
         out = trainer.train()
         after = dynamo_counts()
@@ -242,7 +248,9 @@ def run(args) -> None:
                         "calls_per_step": {k: v / args.steps for k, v in g["calls"].items()}})
             if profile == "cpu":
                 res["host_ops"] = host_ops(prof)
-        if variant in ("stages", "adamw_8bit", "fused_adamw") and not profile:
+        if on_gpu:
+            res["peak_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
+        if variant in ("stages", "adamw_8bit", "fused_adamw", "full_head") and not profile:
             adapters[variant] = {n: p.detach().float().cpu() for n, p in model.named_parameters() if n in fresh}
         del trainer
         gc.collect()
@@ -276,6 +284,8 @@ def run(args) -> None:
               flush=True)
         write_json(args.out, result)
 
+    if {"stages", "full_head"} <= adapters.keys():  # two runs of the same batches: how far apart they end
+        result["answer_head_vs_full_head"] = adapter_diff(adapters["stages"], adapters["full_head"])
     if args.save_checkpoint_probe:
         result["checkpoint_save_s"] = save_probe(model, tok, params, args, ds)
     if args.save_adapter and "stages" in adapters:

@@ -214,8 +214,15 @@ BENCH_OVERRIDES = {"lr_scheduler_type": "constant", "warmup_steps": 0, "train_sa
                    "logging_steps": 10_000}
 
 
-def stages_trainer(model, tok, cfg, ds, callbacks=()):
+def stages_answer_head(backend: str, params) -> bool:
+    """Whether the stages would put the LM head on answer tokens only (False in checkouts older than it)."""
+    return hasattr(stages, "answer_head") and stages.answer_head(backend, params.train)
+
+
+def stages_trainer(model, tok, cfg, ds, callbacks=(), answer_only_head=False):
     """The trainer the stages build (make_trainer); in an older checkout without it, the plain SFTTrainer it built."""
+    if hasattr(stages, "answer_head"):
+        return stages.make_trainer(model, tok, cfg, ds, list(callbacks), answer_only_head)
     if hasattr(stages, "make_trainer"):
         return stages.make_trainer(model, tok, cfg, ds, list(callbacks))
     from transformers.trainer_callback import PrinterCallback
@@ -337,7 +344,7 @@ def train_steps(backend, model, tok, ids, labels, batch, n_steps, params, device
     cfg = sft_config(params.train, seed, backend, 1, output_dir=f"/tmp/jinmei-bench-run-{backend}", lr=params.stage1.lr,
                      steps=n_steps, per_device=batch, accum=1, save=False, **BENCH_OVERRIDES)
     ds = Dataset.from_dict({"input_ids": ids, "labels": labels, "length": [len(x) for x in ids]})
-    trainer = stages_trainer(model, tok, cfg, ds)
+    trainer = stages_trainer(model, tok, cfg, ds, (), stages_answer_head(backend, params))
     probe = CollatorProbe(trainer.data_collator)
     trainer.data_collator = probe
     clock = StepClock(torch.cuda.synchronize if on_gpu else (lambda: None))
@@ -710,7 +717,7 @@ def profile(args) -> None:
         cfg = sft_config(params.train, args.seed, args.backend, 1, output_dir="/tmp/jinmei-bench-profile",
                          lr=params.stage1.lr, steps=steps, per_device=bs, accum=1, save=False, **BENCH_OVERRIDES)
         ds = Dataset.from_dict({"input_ids": ids, "labels": labels, "length": [len(x) for x in ids]})
-        trainer = stages_trainer(model, tok, cfg, ds)
+        trainer = stages_trainer(model, tok, cfg, ds, (), stages_answer_head(args.backend, params))
         if part == 1:
             trainer.add_callback(Window())
         trainer.train()

@@ -19,6 +19,7 @@ from typing import Any
 from jinmei.train import memory
 from jinmei.errors import JinmeiError
 from jinmei.train.examples import encode_rows
+from jinmei.train.loss import AnswerPositions, compute_loss as answer_only_loss
 from jinmei.files import atomic_path, write_json
 
 
@@ -351,8 +352,15 @@ def logging_every(setting, steps: int) -> int:
     return max(1, math.ceil(steps / 100)) if setting == "auto" else int(setting)
 
 
-def make_trainer(model, tokenizer, config, dataset, callbacks):
-    """The stages' SFTTrainer, less two per-batch host costs of transformers' loop that change no result."""
+def answer_head(backend: str, tp) -> bool:
+    """train.loss_type chunked_nll on Unsloth: the LM head on answer tokens only (jinmei.train.loss); the plain
+    backend has TRL's own chunked_nll for it."""
+    return backend == "unsloth" and tp.loss_type == "chunked_nll"
+
+
+def make_trainer(model, tokenizer, config, dataset, callbacks, answer_only_head: bool = False):
+    """The stages' SFTTrainer, less per-batch costs of transformers' loop that change no result: two host reads,
+    and with answer_only_head the LM head's work on positions the loss ignores."""
     import torch
     from trl import SFTTrainer
     from transformers.trainer_callback import PrinterCallback
@@ -381,9 +389,17 @@ def make_trainer(model, tokenizer, config, dataset, callbacks):
         def floating_point_ops(self, inputs):
             return 0  # transformers walks every module each batch for total_flos, which nothing here reads
 
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if "answer_positions" in inputs:
+                return answer_only_loss(self, model, inputs, return_outputs, num_items_in_batch)
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+
     trainer = Trainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
                       callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # the rich bar and dvclive already report
+    if answer_only_head:
+        trainer.data_collator = AnswerPositions(trainer.data_collator)
     return trainer
 
 
@@ -422,7 +438,7 @@ def sft_config(tp, seed: int, backend: str, world: int, *, output_dir: Path | st
         train_sampling_strategy="group_by_length" if tp.group_by_length else "random",
         length_column_name="length",
         remove_unused_columns=False,  # keeps "length" for the sampler; the collator reads only ids and labels
-        loss_type=tp.loss_type if backend == "hf" else "nll",  # Unsloth fuses its own loss
+        loss_type=tp.loss_type if backend == "hf" else "nll",  # Unsloth: chunked_nll is answer_head's (make_trainer)
         # GPU: rows are fetched and padded by two worker processes while the GPU runs the step before
         dataloader_num_workers=2 if on_gpu else 0,
         dataloader_persistent_workers=on_gpu,
@@ -475,7 +491,8 @@ def train(run: TrainRun, out_dir: Path) -> dict[str, Any]:
                         lr=float(run.section.lr), steps=steps, per_device=per_device, accum=accum,
                         save=run.checkpoint_dir is not None)
     callback = _callbacks(run.live_dir, steps, run.label, resume=resume_from is not None)
-    trainer = make_trainer(model, tokenizer, config, Dataset.from_list(examples), [callback])
+    trainer = make_trainer(model, tokenizer, config, Dataset.from_list(examples), [callback],
+                           answer_head(backend, tp))
     started = time.time()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.time() - started

@@ -1,0 +1,123 @@
+"""The LM head on answer tokens only (jinmei.train.loss) gives transformers' loss and gradients.
+
+Unsloth needs a CUDA GPU, so the Trainer test gives a real tiny model Unsloth's documented forward contract
+(UNSLOTH_RETURN_HIDDEN_STATES=1: the final hidden states as `.logits`, no loss); the GPU benchmark
+(benchmarks/step_host.py, variant full_head) compares the two losses under Unsloth itself.
+"""
+import os
+import types
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from test_host_costs import ROWS  # noqa: E402
+
+
+def test_answer_positions_are_the_shifted_supervised_tokens():
+    from jinmei.train.loss import answer_positions
+
+    labels = torch.tensor([[-100, -100, 7, 8, -100], [-100, 5, -100, -100, -100]])
+    positions, targets = answer_positions(labels)
+    assert positions.tolist() == [1, 2, 5]      # row 0: hidden 1 -> 7, hidden 2 -> 8; row 1: hidden 0 -> 5
+    assert targets.tolist() == [7, 8, 5]
+
+
+def _batch(tiny_base, p, rows=ROWS[:4]):
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from jinmei.train.examples import encode_rows
+    from jinmei.train.loss import AnswerPositions
+    from jinmei.train.trainer import LoraSpec, load_model
+
+    torch.manual_seed(0)
+    model, tokenizer = load_model(tiny_base, "hf", LoraSpec(8, 16, 0.0, list(p.lora.target_modules)), 512, 0, False)
+    examples, _ = encode_rows(rows, tokenizer, p.prompt.system, list(p.schema.fields), 512, "skip", workers=1)
+    collate = AnswerPositions(DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id))
+    return model, collate([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples])
+
+
+@pytest.mark.parametrize("num_items", [None, 57])
+def test_answer_loss_equals_the_full_head_loss(tiny_base, params, num_items):
+    from jinmei.config.params import parse
+    from jinmei.train.loss import answer_loss
+
+    model, batch = _batch(tiny_base, parse(params))
+    assert batch["answer_targets"].numel() == int((batch["labels"][:, 1:] != -100).sum()) > 0
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    extra = {} if num_items is None else {"num_items_in_batch": torch.tensor(num_items)}
+    trainable = [t for t in model.parameters() if t.requires_grad]
+
+    full = model(**inputs, labels=batch["labels"], **extra).loss
+    full_grads = torch.autograd.grad(full, trainable)
+    hidden = model.get_base_model().model(**inputs).last_hidden_state
+    mine = answer_loss(hidden, batch["answer_positions"], batch["answer_targets"], model.get_output_embeddings(),
+                       extra.get("num_items_in_batch"))
+    mine_grads = torch.autograd.grad(mine, trainable)
+
+    assert float(mine.detach()) == pytest.approx(float(full.detach()), rel=1e-6)
+    for a, b in zip(mine_grads, full_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
+
+
+def test_logit_transforms_match_their_definition():
+    from jinmei.train.loss import answer_loss
+
+    hidden = torch.randn(1, 3, 4)
+    head = torch.nn.Linear(4, 6, bias=False)
+    positions, targets = torch.tensor([0, 2]), torch.tensor([1, 5])
+    logits = head(hidden[0, [0, 2]]) * 2.0 / 4.0
+    logits = torch.tanh(logits / 3.0) * 3.0
+    expected = torch.nn.functional.cross_entropy(logits, targets)
+    got = answer_loss(hidden, positions, targets, head, None, (3.0, 2.0, 4.0))
+    assert float(got) == pytest.approx(float(expected), rel=1e-6)
+
+
+def _unsloth_contract(model):
+    """The tiny model's causal LM honours UNSLOTH_RETURN_HIDDEN_STATES as Unsloth's forwards do."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    causal_lm = model.get_base_model()
+    plain = causal_lm.forward
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
+        if os.environ.get("UNSLOTH_RETURN_HIDDEN_STATES") != "1":
+            return plain(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
+        kwargs.pop("num_items_in_batch", None)
+        self.hidden_state_calls = getattr(self, "hidden_state_calls", 0) + 1
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        return CausalLMOutputWithPast(loss=None, logits=hidden)
+
+    causal_lm.forward = types.MethodType(forward, causal_lm)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_trainer_with_the_answer_head_trains_as_the_full_head(tiny_base, params, tmp_path, workers):
+    """Same batches, gradient accumulation 2: the adapters agree to float rounding, the losses to 1e-6."""
+    from datasets import Dataset
+
+    from jinmei.config.params import parse
+    from jinmei.train.examples import encode_rows
+    from jinmei.train.trainer import LoraSpec, load_model, make_trainer, sft_config
+
+    p = parse(params)
+    runs = {}
+    for answer_only in (False, True):
+        torch.manual_seed(0)
+        model, tokenizer = load_model(tiny_base, "hf", LoraSpec(8, 16, 0.0, list(p.lora.target_modules)), 512, 0,
+                                      False)
+        _unsloth_contract(model)
+        examples, _ = encode_rows(ROWS, tokenizer, p.prompt.system, list(p.schema.fields), 512, "skip", workers=1)
+        config = sft_config(p.train, 0, "unsloth", 1, output_dir=tmp_path / str(answer_only), lr=1e-3, steps=4,
+                            per_device=2, accum=2, save=False, logging_steps=1, dataloader_num_workers=workers)
+        assert config.loss_type == "nll"  # what the Unsloth backend hands TRL: the answer head is make_trainer's
+        trainer = make_trainer(model, tokenizer, config, Dataset.from_list(examples), [], answer_only)
+        trainer.train()
+        assert os.environ.get("UNSLOTH_RETURN_HIDDEN_STATES") is None  # restored after every forward
+        assert getattr(model.get_base_model(), "hidden_state_calls", 0) == (8 if answer_only else 0)
+        runs[answer_only] = ({k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad},
+                             [e["loss"] for e in trainer.state.log_history if "loss" in e])
+    (full_w, full_losses), (mine_w, mine_losses) = runs[False], runs[True]
+    assert mine_losses == pytest.approx(full_losses, rel=1e-6)
+    for k in full_w:
+        torch.testing.assert_close(mine_w[k], full_w[k], rtol=1e-4, atol=1e-6)
