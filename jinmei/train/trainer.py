@@ -390,10 +390,13 @@ def make_trainer(model, tokenizer, config, dataset, callbacks, answer_only_head:
             return 0  # transformers walks every module each batch for total_flos, which nothing here reads
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if "answer_positions" in inputs:
-                return answer_only_loss(self, model, inputs, return_outputs, num_items_in_batch)
-            return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)
+            if not answer_only_head:
+                return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                            num_items_in_batch=num_items_in_batch)
+            if "answer_positions" not in inputs:  # never the full head in silence
+                raise JinmeiError("a training batch came without answer positions: the trainer's collator was "
+                                  "replaced after make_trainer; set train.loss_type: nll to train without them")
+            return answer_only_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
     trainer = Trainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
                       callbacks=callbacks)
