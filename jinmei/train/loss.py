@@ -27,7 +27,7 @@ def answer_positions(labels):
 
 
 class AnswerPositions:
-    """Wraps the trainer's collator: each batch also carries answer_positions and answer_targets."""
+    """Wraps the trainer's collator: each batch also holds answer_positions and answer_targets."""
 
     def __init__(self, collate):
         self.collate = collate
@@ -85,7 +85,7 @@ def logit_transforms(config) -> tuple:
 
 
 def compute_loss(trainer, model, inputs, return_outputs=False, num_items_in_batch=None):
-    """Trainer.compute_loss for batches that carry answer positions."""
+    """Trainer.compute_loss for batches that hold answer positions."""
     positions, targets = inputs.pop("answer_positions"), inputs.pop("answer_targets")
     if not trainer.model_accepts_loss_kwargs:  # transformers then divides each micro-batch's mean by accumulation
         num_items_in_batch = None
