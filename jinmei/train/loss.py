@@ -93,6 +93,10 @@ def compute_loss(trainer, model, inputs, return_outputs=False, num_items_in_batc
     with hidden_states_out():
         outputs = model(**inputs, use_cache=False, **extra)
     if outputs.loss is not None:  # a forward without the contract computed its own loss over every position
+        if not getattr(trainer, "_warned_full_head", False):
+            print(f"{type(trainer.accelerator.unwrap_model(model)).__name__}: the forward ignored "
+                  f"{HIDDEN_STATES_FLAG}; the LM head runs on every position (same loss, more work)", flush=True)
+            trainer._warned_full_head = True
         loss = outputs.loss
     else:
         unwrapped = trainer.accelerator.unwrap_model(model)

@@ -4,6 +4,7 @@ Unsloth needs a CUDA GPU, so the Trainer test gives a real tiny model Unsloth's 
 (UNSLOTH_RETURN_HIDDEN_STATES=1: the final hidden states as `.logits`, no loss); the GPU benchmark
 (benchmarks/step_host.py, variant full_head) compares the two losses under Unsloth itself.
 """
+import math
 import os
 import types
 
@@ -121,3 +122,22 @@ def test_trainer_with_the_answer_head_trains_as_the_full_head(tiny_base, params,
     assert mine_losses == pytest.approx(full_losses, rel=1e-6)
     for k in full_w:
         torch.testing.assert_close(mine_w[k], full_w[k], rtol=1e-4, atol=1e-6)
+
+
+def test_a_forward_without_the_contract_trains_on_its_own_loss_and_says_so(tiny_base, params, tmp_path, capsys):
+    from datasets import Dataset
+
+    from jinmei.config.params import parse
+    from jinmei.train.examples import encode_rows
+    from jinmei.train.trainer import LoraSpec, load_model, make_trainer, sft_config
+
+    p = parse(params)
+    model, tokenizer = load_model(tiny_base, "hf", LoraSpec(8, 16, 0.0, list(p.lora.target_modules)), 512, 0, False)
+    examples, _ = encode_rows(ROWS[:4], tokenizer, p.prompt.system, list(p.schema.fields), 512, "skip", workers=1)
+    config = sft_config(p.train, 0, "unsloth", 1, output_dir=tmp_path, lr=1e-3, steps=2, per_device=2, accum=1,
+                        save=False, logging_steps=1)
+    trainer = make_trainer(model, tokenizer, config, Dataset.from_list(examples), [], True)
+    trainer.train()
+    out = capsys.readouterr().out
+    assert out.count("the forward ignored UNSLOTH_RETURN_HIDDEN_STATES") == 1
+    assert all(math.isfinite(e["loss"]) for e in trainer.state.log_history if "loss" in e)
