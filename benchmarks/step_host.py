@@ -69,8 +69,8 @@ def configure(cfg, variant: str, logging_steps: int):
     return cfg
 
 
-def build_trainer(model, tok, cfg, ds, callbacks, variant: str, answer_only_head: bool = False):
-    trainer = tt.stages_trainer(model, tok, cfg, ds, callbacks, answer_only_head and variant != "full_head")
+def build_trainer(model, tok, cfg, ds, callbacks, variant: str, answer_head_loss: str | None = None):
+    trainer = tt.stages_trainer(model, tok, cfg, ds, callbacks, None if variant == "full_head" else answer_head_loss)
     if variant == "no_flos":
         trainer.floating_point_ops = lambda inputs: 0
     return trainer
@@ -202,9 +202,9 @@ def run(args) -> None:
                              lr=float(params.stage1.lr), steps=len(warm), per_device=1, accum=1, save=False,
                              **BENCH)
     t0 = time.perf_counter()
-    answer_only = tt.stages_answer_head(args.backend, params)
-    result["answer_only_head"] = answer_only
-    build_trainer(model, tok, wcfg, dataset(warm), [], "stages", answer_only).train()
+    answer_head_loss = tt.stages_answer_head(args.backend, params)
+    result["answer_head_loss"] = answer_head_loss
+    build_trainer(model, tok, wcfg, dataset(warm), [], "stages", answer_head_loss).train()
     result["warmup_s"] = time.perf_counter() - t0
     adapters = {}
 
@@ -227,7 +227,7 @@ def run(args) -> None:
             prof = torch.profiler.profile(activities=acts)
         window = Window(args.warmup, variant == "per_step_clock", prof)
         callbacks = [] if variant == "no_callback" else [stages._callbacks(None, len(batches), "stage1", False)]
-        trainer = build_trainer(model, tok, cfg, ds, callbacks + [window.callback], variant, answer_only)
+        trainer = build_trainer(model, tok, cfg, ds, callbacks + [window.callback], variant, answer_head_loss)
         before = dynamo_counts()
         out = trainer.train()
         after = dynamo_counts()

@@ -214,15 +214,15 @@ BENCH_OVERRIDES = {"lr_scheduler_type": "constant", "warmup_steps": 0, "train_sa
                    "logging_steps": 10_000}
 
 
-def stages_answer_head(backend: str, params) -> bool:
-    """Whether the stages would put the LM head on answer tokens only (False in checkouts older than it)."""
-    return hasattr(stages, "answer_head") and stages.answer_head(backend, params.train)
+def stages_answer_head(backend: str, params) -> str | None:
+    """The loss the stages would run on answer tokens only (None where they would not, or predate it)."""
+    return stages.answer_head(backend, params.train) if hasattr(stages, "answer_head") else None
 
 
-def stages_trainer(model, tok, cfg, ds, callbacks=(), answer_only_head=False):
+def stages_trainer(model, tok, cfg, ds, callbacks=(), answer_head_loss=None):
     """The trainer the stages build (make_trainer); in an older checkout without it, the plain SFTTrainer it built."""
     if hasattr(stages, "answer_head"):
-        return stages.make_trainer(model, tok, cfg, ds, list(callbacks), answer_only_head)
+        return stages.make_trainer(model, tok, cfg, ds, list(callbacks), answer_head_loss)
     if hasattr(stages, "make_trainer"):
         return stages.make_trainer(model, tok, cfg, ds, list(callbacks))
     from transformers.trainer_callback import PrinterCallback

@@ -1,4 +1,4 @@
-"""The LM head only where the loss is (`train.loss_type: chunked_nll` on the Unsloth backend).
+"""The LM head only where the loss is (`train.loss_type: chunked_nll` or `dft` on the Unsloth backend).
 
 A training row is an article and its answer, and the loss reads the answer alone: 1-5% of a row's tokens (the
 `supervised_token_share` of each stage's metrics). Unsloth's fused loss still projects every position through the
@@ -7,13 +7,16 @@ away: at the 135M shape the head is a fifth of the model's matrix weights. Here 
 host and in the loader's worker processes, the positions whose next token is supervised; the model returns its
 final hidden states (Unsloth's own `UNSLOTH_RETURN_HIDDEN_STATES` contract), only those rows go through the head,
 and the loss is transformers' ForCausalLMLoss over the same tokens: fp32 logits, summed, divided by the supervised
-tokens of the whole accumulated batch. Positions come from the host, so the gather needs no wait for the GPU. The
-plain backend gets the same from TRL's own `chunked_nll`.
+tokens of the whole accumulated batch (`dft`: each token's loss weighted by its detached probability, as TRL's
+`dft_loss`). Positions come from the host, so the gather needs no wait for the GPU. The plain backend gets the
+same from TRL's own `chunked_nll` and `dft`.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
+from typing import Any
 
 IGNORE_INDEX = -100
 HIDDEN_STATES_FLAG = "UNSLOTH_RETURN_HIDDEN_STATES"
@@ -38,10 +41,12 @@ class AnswerPositions:
         return batch
 
 
-def answer_loss(hidden, positions, targets, head, num_items_in_batch=None, transforms=(0, 0, 0)):
+def answer_loss(hidden, positions, targets, head, num_items_in_batch=None, transforms=(0, 0, 0),
+                token_scaling=False):
     """Cross-entropy of the head's logits at `positions` only: sum / num_items_in_batch (else the mean), as
     transformers' ForCausalLMLoss computes it over every position with the others ignored.
-    `transforms` = (softcapping, multiply, divide) of the model's logits, 0 = off (Gemma, Cohere, Granite)."""
+    `transforms` = (softcapping, multiply, divide) of the model's logits, 0 = off (Gemma, Cohere, Granite);
+    `token_scaling`: DFT, each token's loss times its probability, not differentiated."""
     import torch.nn.functional as F
 
     rows = hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions)
@@ -53,9 +58,12 @@ def answer_loss(hidden, positions, targets, head, num_items_in_batch=None, trans
         logits = logits / divide
     if softcap:
         logits = (logits / softcap).tanh() * softcap
+    per_token = F.cross_entropy(logits, targets, reduction="none")
+    if token_scaling:
+        per_token = per_token * (-per_token.detach()).exp()
     if num_items_in_batch is None:
-        return F.cross_entropy(logits, targets, reduction="mean")
-    loss = F.cross_entropy(logits, targets, reduction="sum")
+        return per_token.mean()
+    loss = per_token.sum()
     if hasattr(num_items_in_batch, "to"):
         num_items_in_batch = num_items_in_batch.to(loss.device)
     return loss / num_items_in_batch
@@ -84,7 +92,20 @@ def logit_transforms(config) -> tuple:
     return tuple(float(v or 0) for v in resolve_logit_transforms(config))
 
 
-def compute_loss(trainer, model, inputs, return_outputs=False, num_items_in_batch=None):
+@dataclass(frozen=True)
+class AnswerHead:
+    """What the loss needs from the model, resolved once per run (make_trainer), not at every step."""
+
+    module: Any                         # the LM head: vocabulary x hidden
+    transforms: tuple = (0, 0, 0)       # logit_transforms
+    token_scaling: bool = False         # train.loss_type dft
+
+    @classmethod
+    def of(cls, model, loss_type: str) -> "AnswerHead":
+        return cls(model.get_output_embeddings(), logit_transforms(model.config), loss_type == "dft")
+
+
+def compute_loss(trainer, model, inputs, head: AnswerHead, return_outputs=False, num_items_in_batch=None):
     """Trainer.compute_loss for batches that hold answer positions."""
     positions, targets = inputs.pop("answer_positions"), inputs.pop("answer_targets")
     if not trainer.model_accepts_loss_kwargs:  # transformers then divides each micro-batch's mean by accumulation
@@ -99,9 +120,8 @@ def compute_loss(trainer, model, inputs, return_outputs=False, num_items_in_batc
             trainer._warned_full_head = True
         loss = outputs.loss
     else:
-        unwrapped = trainer.accelerator.unwrap_model(model)
-        loss = answer_loss(outputs.logits, positions, targets, unwrapped.get_output_embeddings(),
-                           num_items_in_batch, logit_transforms(unwrapped.config))
+        loss = answer_loss(outputs.logits, positions, targets, head.module, num_items_in_batch, head.transforms,
+                           head.token_scaling)
     if trainer.args.average_tokens_across_devices and num_items_in_batch is not None:
         loss = loss * trainer.accelerator.num_processes  # DDP averages the gradients; the count was global
     return (loss, outputs) if return_outputs else loss

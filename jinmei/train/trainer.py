@@ -19,7 +19,7 @@ from typing import Any
 from jinmei.train import memory
 from jinmei.errors import JinmeiError
 from jinmei.train.examples import encode_rows
-from jinmei.train.loss import AnswerPositions, compute_loss as answer_only_loss
+from jinmei.train.loss import AnswerHead, AnswerPositions, compute_loss as answer_only_loss
 from jinmei.files import atomic_path, write_json
 
 
@@ -352,18 +352,20 @@ def logging_every(setting, steps: int) -> int:
     return max(1, math.ceil(steps / 100)) if setting == "auto" else int(setting)
 
 
-def answer_head(backend: str, tp) -> bool:
-    """train.loss_type chunked_nll on Unsloth: the LM head on answer tokens only (jinmei.train.loss); the plain
-    backend has TRL's own chunked_nll for it."""
-    return backend == "unsloth" and tp.loss_type == "chunked_nll"
+def answer_head(backend: str, tp) -> str | None:
+    """The loss that runs the LM head on answer tokens only (jinmei.train.loss): train.loss_type chunked_nll or
+    dft on Unsloth, whose own loss is nll over every position; the plain backend has TRL's own for both."""
+    return tp.loss_type if backend == "unsloth" and tp.loss_type in ("chunked_nll", "dft") else None
 
 
-def make_trainer(model, tokenizer, config, dataset, callbacks, answer_only_head: bool = False):
+def make_trainer(model, tokenizer, config, dataset, callbacks, answer_head_loss: str | None = None):
     """The stages' SFTTrainer, less per-batch costs of transformers' loop that change no result: two host reads,
-    and with answer_only_head the LM head's work on positions the loss ignores."""
+    and with answer_head_loss (answer_head) the LM head's work on positions the loss ignores."""
     import torch
     from trl import SFTTrainer
     from transformers.trainer_callback import PrinterCallback
+
+    head = AnswerHead.of(model, answer_head_loss) if answer_head_loss else None
 
     class Trainer(SFTTrainer):
         _tokens_pending = None
@@ -390,18 +392,18 @@ def make_trainer(model, tokenizer, config, dataset, callbacks, answer_only_head:
             return 0  # transformers walks every module each batch for total_flos, which nothing here reads
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if not answer_only_head:
+            if head is None:
                 return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                             num_items_in_batch=num_items_in_batch)
             if "answer_positions" not in inputs:  # never the full head in silence
                 raise JinmeiError("a training batch came without answer positions: the trainer's collator was "
                                   "replaced after make_trainer; set train.loss_type: nll to train without them")
-            return answer_only_loss(self, model, inputs, return_outputs, num_items_in_batch)
+            return answer_only_loss(self, model, inputs, head, return_outputs, num_items_in_batch)
 
     trainer = Trainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
                       callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # the rich bar and dvclive already report
-    if answer_only_head:
+    if head is not None:
         trainer.data_collator = AnswerPositions(trainer.data_collator)
     return trainer
 
@@ -441,7 +443,7 @@ def sft_config(tp, seed: int, backend: str, world: int, *, output_dir: Path | st
         train_sampling_strategy="group_by_length" if tp.group_by_length else "random",
         length_column_name="length",
         remove_unused_columns=False,  # keeps "length" for the sampler; the collator reads only ids and labels
-        loss_type=tp.loss_type if backend == "hf" else "nll",  # Unsloth: chunked_nll is answer_head's (make_trainer)
+        loss_type=tp.loss_type if backend == "hf" else "nll",  # Unsloth: chunked_nll and dft are answer_head's
         # GPU: rows are fetched and padded by two worker processes while the GPU runs the step before
         dataloader_num_workers=2 if on_gpu else 0,
         dataloader_persistent_workers=on_gpu,

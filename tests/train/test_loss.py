@@ -61,6 +61,44 @@ def test_answer_loss_equals_the_full_head_loss(tiny_base, params, num_items):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.parametrize("num_items", [None, 57])
+def test_dft_answer_loss_equals_trls_dft_loss(tiny_base, params, num_items):
+    """train.loss_type dft on Unsloth: the answer head weights each token as TRL's dft_loss does on the plain one."""
+    from trl.trainer.sft_trainer import dft_loss
+
+    from jinmei.config.params import parse
+    from jinmei.train.loss import answer_loss
+
+    model, batch = _batch(tiny_base, parse(params))
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    count = None if num_items is None else torch.tensor(num_items)
+    trainable = [t for t in model.parameters() if t.requires_grad]
+
+    trl = dft_loss(model(**inputs), batch["labels"].clone(), count)
+    trl_grads = torch.autograd.grad(trl, trainable)
+    hidden = model.get_base_model().model(**inputs).last_hidden_state
+    mine = answer_loss(hidden, batch["answer_positions"], batch["answer_targets"], model.get_output_embeddings(),
+                       count, token_scaling=True)
+    mine_grads = torch.autograd.grad(mine, trainable)
+
+    plain = answer_loss(hidden, batch["answer_positions"], batch["answer_targets"], model.get_output_embeddings(),
+                        count)
+    assert float(mine.detach()) < float(plain.detach())   # the weights are probabilities below 1: a different loss, not nll renamed
+    assert float(mine.detach()) == pytest.approx(float(trl.detach()), rel=1e-5)
+    for a, b in zip(mine_grads, trl_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-8)
+
+
+def test_which_backend_and_loss_type_get_the_answer_head():
+    from jinmei.train.trainer import answer_head
+
+    def tp(loss_type):
+        return types.SimpleNamespace(loss_type=loss_type)
+
+    assert [answer_head("unsloth", tp(t)) for t in ("chunked_nll", "dft", "nll")] == ["chunked_nll", "dft", None]
+    assert [answer_head("hf", tp(t)) for t in ("chunked_nll", "dft", "nll")] == [None, None, None]  # TRL's own
+
+
 def test_logit_transforms_match_their_definition():
     from jinmei.train.loss import answer_loss
 
@@ -103,7 +141,7 @@ def test_trainer_with_the_answer_head_trains_as_the_full_head(tiny_base, params,
 
     p = parse(params)
     runs = {}
-    for answer_only in (False, True):
+    for answer_only in (None, "chunked_nll"):
         torch.manual_seed(0)
         model, tokenizer = load_model(tiny_base, "hf", LoraSpec(8, 16, 0.0, list(p.lora.target_modules)), 512, 0,
                                       False)
@@ -116,7 +154,7 @@ def test_trainer_with_the_answer_head_trains_as_the_full_head(tiny_base, params,
         trainer.train()
         assert os.environ.get("UNSLOTH_RETURN_HIDDEN_STATES") is None  # restored after every forward
         assert getattr(model.get_base_model(), "hidden_state_calls", 0) == (8 if answer_only else 0)
-        runs[answer_only] = ({k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad},
+        runs[bool(answer_only)] = ({k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad},
                              [e["loss"] for e in trainer.state.log_history if "loss" in e])
     (full_w, full_losses), (mine_w, mine_losses) = runs[False], runs[True]
     assert mine_losses == pytest.approx(full_losses, rel=1e-6)
@@ -136,7 +174,7 @@ def test_a_forward_without_the_contract_trains_on_its_own_loss_and_says_so(tiny_
     examples, _ = encode_rows(ROWS[:4], tokenizer, p.prompt.system, list(p.schema.fields), 512, "skip", workers=1)
     config = sft_config(p.train, 0, "unsloth", 1, output_dir=tmp_path, lr=1e-3, steps=2, per_device=2, accum=1,
                         save=False, logging_steps=1)
-    trainer = make_trainer(model, tokenizer, config, Dataset.from_list(examples), [], True)
+    trainer = make_trainer(model, tokenizer, config, Dataset.from_list(examples), [], "chunked_nll")
     trainer.train()
     out = capsys.readouterr().out
     assert out.count("the forward ignored UNSLOTH_RETURN_HIDDEN_STATES") == 1
