@@ -359,6 +359,14 @@ SUSPECTS = (  # (variant, what it switches off, sign): cost = sign x (variant - 
 )
 
 
+CLOCKS = (  # (variant, code label or None for old/new, clock) of the old-vs-new table
+    ("per_step_clock", None, "synchronised every step"),
+    ("stages", None, "one synchronisation"),
+    ("full_head", "new, LM head on every position", "one synchronisation"),
+    ("stages:cuda", None, "one synchronisation, profiler on"),
+)
+
+
 def summary(args) -> None:
     """Per-suspect table (older code) and old vs new per shape, from the JSONs of `run`."""
     runs = {}
@@ -395,16 +403,16 @@ def summary(args) -> None:
             d = runs.get((shape, batch, code))
             if d is None:
                 continue
-            for variant, clock in (("per_step_clock", "synchronised every step"),
-                                   ("stages:cuda", "one synchronisation, profiler on")):
+            for variant, label, clock in CLOCKS:
                 v = d["variants"].get(variant)
                 if not v or "error" in v:
                     continue
+                label = label or code
                 idle = f"{v['idle_share']:.1%}" if "idle_share" in v else "-"
                 lines.append(f"| {shape} b{batch} ({d['plan']['checkpointed']}/{d['plan']['layers']} recomputed) | "
-                             f"{code} | {clock} | {v['s_per_step'] * 1e3:,.1f} | {v['tokens_per_s']:,.0f} | "
+                             f"{label} | {clock} | {v['s_per_step'] * 1e3:,.1f} | {v['tokens_per_s']:,.0f} | "
                              f"{tt._pct(v['mfu_4n'])} | {idle} | {v['train_loss']:.4f} |")
-                table["old_vs_new"].append({"shape": shape, "batch": batch, "code": code, "clock": clock,
+                table["old_vs_new"].append({"shape": shape, "batch": batch, "code": label, "clock": clock,
                                             **{k: v.get(k) for k in ("s_per_step", "tokens_per_s", "mfu_4n",
                                                                      "idle_share", "train_loss",
                                                                      "calls_per_step")}})

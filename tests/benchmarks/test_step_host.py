@@ -31,4 +31,5 @@ def test_host_variants_time_the_same_training(tmp_path):
     assert len({v["train_loss"] for v in runs.values()}) == 1, runs
     _bench("step_host.py", "summary", str(out), "--out", str(tmp_path / "s.json"), "--out-md", str(tmp_path / "s.md"))
     table = json.loads((tmp_path / "s.json").read_text(encoding="utf-8"))
-    assert [r["code"] for r in table["old_vs_new"]] == ["new"]  # the per-step clock row; no profiled run asked
+    assert [(r["code"], r["clock"]) for r in table["old_vs_new"]] == [  # both clocks; no profiled run asked
+        ("new", "synchronised every step"), ("new", "one synchronisation")]
