@@ -83,7 +83,7 @@ def test_dft_answer_loss_equals_trls_dft_loss(tiny_base, params, num_items):
 
     plain = answer_loss(hidden, batch["answer_positions"], batch["answer_targets"], model.get_output_embeddings(),
                         count)
-    assert float(mine.detach()) < float(plain.detach())   # the weights are probabilities below 1: a different loss, not nll renamed
+    assert float(mine.detach()) < float(plain.detach())  # weights below 1: a loss of its own, not nll renamed
     assert float(mine.detach()) == pytest.approx(float(trl.detach()), rel=1e-5)
     for a, b in zip(mine_grads, trl_grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-8)
@@ -155,7 +155,7 @@ def test_trainer_with_the_answer_head_trains_as_the_full_head(tiny_base, params,
         assert os.environ.get("UNSLOTH_RETURN_HIDDEN_STATES") is None  # restored after every forward
         assert getattr(model.get_base_model(), "hidden_state_calls", 0) == (8 if answer_only else 0)
         runs[bool(answer_only)] = ({k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad},
-                             [e["loss"] for e in trainer.state.log_history if "loss" in e])
+                                   [e["loss"] for e in trainer.state.log_history if "loss" in e])
     (full_w, full_losses), (mine_w, mine_losses) = runs[False], runs[True]
     assert mine_losses == pytest.approx(full_losses, rel=1e-6)
     for k in full_w:
