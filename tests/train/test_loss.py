@@ -130,9 +130,10 @@ def _unsloth_contract(model):
     causal_lm.forward = types.MethodType(forward, causal_lm)
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_trainer_with_the_answer_head_trains_as_the_full_head(tiny_base, params, tmp_path, workers):
-    """Same batches, gradient accumulation 2: the adapters agree to float rounding, the losses to 1e-6."""
+@pytest.mark.parametrize("workers,loss_type", [(0, "chunked_nll"), (2, "chunked_nll"), (0, "dft")])
+def test_trainer_with_the_answer_head_trains_as_the_full_head(tiny_base, params, tmp_path, workers, loss_type):
+    """Same batches, gradient accumulation 2: the adapters agree to float rounding, the losses to 1e-6. The full
+    head is TRL's nll (what Unsloth's own loss computes) or TRL's dft_loss (the plain backend's dft)."""
     from datasets import Dataset
 
     from jinmei.config.params import parse
@@ -141,21 +142,25 @@ def test_trainer_with_the_answer_head_trains_as_the_full_head(tiny_base, params,
 
     p = parse(params)
     runs = {}
-    for answer_only in (None, "chunked_nll"):
+    for answer_head_loss in (None, loss_type):
         torch.manual_seed(0)
         model, tokenizer = load_model(tiny_base, "hf", LoraSpec(8, 16, 0.0, list(p.lora.target_modules)), 512, 0,
                                       False)
         _unsloth_contract(model)
         examples, _ = encode_rows(ROWS, tokenizer, p.prompt.system, list(p.schema.fields), 512, "skip", workers=1)
-        config = sft_config(p.train, 0, "unsloth", 1, output_dir=tmp_path / str(answer_only), lr=1e-3, steps=4,
-                            per_device=2, accum=2, save=False, logging_steps=1, dataloader_num_workers=workers)
-        assert config.loss_type == "nll"  # what the Unsloth backend hands TRL: the answer head is make_trainer's
-        trainer = make_trainer(model, tokenizer, config, Dataset.from_list(examples), [], answer_only)
+        full_head_loss = {"loss_type": "dft"} if loss_type == "dft" and answer_head_loss is None else {}
+        config = sft_config(p.train, 0, "unsloth", 1, output_dir=tmp_path / str(answer_head_loss), lr=1e-3,
+                            steps=4, per_device=2, accum=2, save=False, logging_steps=1,
+                            dataloader_num_workers=workers, **full_head_loss)
+        if answer_head_loss:  # what the Unsloth backend hands TRL: the answer head's loss is make_trainer's
+            assert config.loss_type == "nll"
+        trainer = make_trainer(model, tokenizer, config, Dataset.from_list(examples), [], answer_head_loss)
         trainer.train()
         assert os.environ.get("UNSLOTH_RETURN_HIDDEN_STATES") is None  # restored after every forward
-        assert getattr(model.get_base_model(), "hidden_state_calls", 0) == (8 if answer_only else 0)
-        runs[bool(answer_only)] = ({k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad},
-                                   [e["loss"] for e in trainer.state.log_history if "loss" in e])
+        assert getattr(model.get_base_model(), "hidden_state_calls", 0) == (8 if answer_head_loss else 0)
+        runs[bool(answer_head_loss)] = ({k: v.detach().clone() for k, v in model.named_parameters()
+                                         if v.requires_grad},
+                                        [e["loss"] for e in trainer.state.log_history if "loss" in e])
     (full_w, full_losses), (mine_w, mine_losses) = runs[False], runs[True]
     assert mine_losses == pytest.approx(full_losses, rel=1e-6)
     for k in full_w:
