@@ -18,6 +18,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from jinmei.errors import JinmeiError
+
 IGNORE_INDEX = -100
 HIDDEN_STATES_FLAG = "UNSLOTH_RETURN_HIDDEN_STATES"
 
@@ -114,6 +116,11 @@ def compute_loss(trainer, model, inputs, head: AnswerHead, return_outputs=False,
     with hidden_states_out():
         outputs = model(**inputs, use_cache=False, **extra)
     if outputs.loss is not None:  # a forward without the contract computed its own loss over every position
+        if head.token_scaling:  # that loss is nll: dft cannot be had from it
+            raise JinmeiError(f"{type(trainer.accelerator.unwrap_model(model)).__name__}: the forward ignored "
+                              f"{HIDDEN_STATES_FLAG} and returned its own nll loss, so train.loss_type: dft cannot "
+                              "run on this model under Unsloth; set train.loss_type: chunked_nll, or "
+                              "train.backend: hf")
         if not getattr(trainer, "_warned_full_head", False):
             print(f"{type(trainer.accelerator.unwrap_model(model)).__name__}: the forward ignored "
                   f"{HIDDEN_STATES_FLAG}; the LM head runs on every position (same loss, more work)", flush=True)

@@ -184,3 +184,21 @@ def test_a_forward_without_the_contract_trains_on_its_own_loss_and_says_so(tiny_
     out = capsys.readouterr().out
     assert out.count("the forward ignored UNSLOTH_RETURN_HIDDEN_STATES") == 1
     assert all(math.isfinite(e["loss"]) for e in trainer.state.log_history if "loss" in e)
+
+
+def test_dft_on_a_forward_without_the_contract_stops_instead_of_training_nll(tiny_base, params, tmp_path):
+    from datasets import Dataset
+
+    from jinmei.config.params import parse
+    from jinmei.errors import JinmeiError
+    from jinmei.train.examples import encode_rows
+    from jinmei.train.trainer import LoraSpec, load_model, make_trainer, sft_config
+
+    p = parse(params)
+    model, tokenizer = load_model(tiny_base, "hf", LoraSpec(8, 16, 0.0, list(p.lora.target_modules)), 512, 0, False)
+    examples, _ = encode_rows(ROWS[:4], tokenizer, p.prompt.system, list(p.schema.fields), 512, "skip", workers=1)
+    config = sft_config(p.train, 0, "unsloth", 1, output_dir=tmp_path, lr=1e-3, steps=2, per_device=2, accum=1,
+                        save=False, logging_steps=1)
+    trainer = make_trainer(model, tokenizer, config, Dataset.from_list(examples), [], "dft")
+    with pytest.raises(JinmeiError, match="train.loss_type: dft cannot run"):
+        trainer.train()
