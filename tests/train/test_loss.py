@@ -167,7 +167,8 @@ def test_trainer_with_the_answer_head_trains_as_the_full_head(tiny_base, params,
         torch.testing.assert_close(mine_w[k], full_w[k], rtol=1e-4, atol=1e-6)
 
 
-def test_a_forward_without_the_contract_trains_on_its_own_loss_and_says_so(tiny_base, params, tmp_path, capsys):
+def _trainer_without_the_contract(tiny_base, params, tmp_path, answer_head_loss):
+    """A real tiny model whose forward ignores UNSLOTH_RETURN_HIDDEN_STATES and returns its own nll loss."""
     from datasets import Dataset
 
     from jinmei.config.params import parse
@@ -179,7 +180,11 @@ def test_a_forward_without_the_contract_trains_on_its_own_loss_and_says_so(tiny_
     examples, _ = encode_rows(ROWS[:4], tokenizer, p.prompt.system, list(p.schema.fields), 512, "skip", workers=1)
     config = sft_config(p.train, 0, "unsloth", 1, output_dir=tmp_path, lr=1e-3, steps=2, per_device=2, accum=1,
                         save=False, logging_steps=1)
-    trainer = make_trainer(model, tokenizer, config, Dataset.from_list(examples), [], "chunked_nll")
+    return make_trainer(model, tokenizer, config, Dataset.from_list(examples), [], answer_head_loss)
+
+
+def test_a_forward_without_the_contract_trains_on_its_own_loss_and_says_so(tiny_base, params, tmp_path, capsys):
+    trainer = _trainer_without_the_contract(tiny_base, params, tmp_path, "chunked_nll")
     trainer.train()
     out = capsys.readouterr().out
     assert out.count("the forward ignored UNSLOTH_RETURN_HIDDEN_STATES") == 1
@@ -187,18 +192,8 @@ def test_a_forward_without_the_contract_trains_on_its_own_loss_and_says_so(tiny_
 
 
 def test_dft_on_a_forward_without_the_contract_stops_instead_of_training_nll(tiny_base, params, tmp_path):
-    from datasets import Dataset
-
-    from jinmei.config.params import parse
     from jinmei.errors import JinmeiError
-    from jinmei.train.examples import encode_rows
-    from jinmei.train.trainer import LoraSpec, load_model, make_trainer, sft_config
 
-    p = parse(params)
-    model, tokenizer = load_model(tiny_base, "hf", LoraSpec(8, 16, 0.0, list(p.lora.target_modules)), 512, 0, False)
-    examples, _ = encode_rows(ROWS[:4], tokenizer, p.prompt.system, list(p.schema.fields), 512, "skip", workers=1)
-    config = sft_config(p.train, 0, "unsloth", 1, output_dir=tmp_path, lr=1e-3, steps=2, per_device=2, accum=1,
-                        save=False, logging_steps=1)
-    trainer = make_trainer(model, tokenizer, config, Dataset.from_list(examples), [], "dft")
+    trainer = _trainer_without_the_contract(tiny_base, params, tmp_path, "dft")
     with pytest.raises(JinmeiError, match="train.loss_type: dft cannot run"):
         trainer.train()
