@@ -26,10 +26,15 @@ Variants (each one change to the `stages` configuration):
   pad64           batches padded to a multiple of 64 tokens (fewer shapes for compiled kernels)
   full_head       the LM head and loss over every position, as Unsloth's fused loss does (the stages put it on
                   answer tokens only: jinmei.train.loss); the same loss to bf16 rounding
+  compile         the whole model under torch.compile (the Trainer's torch_compile; Unsloth compiles each block)
+  compile_graphs  compile with mode reduce-overhead (CUDA graphs: one replay per batch shape) and batches padded to
+                  a multiple of 64 tokens, so that few shapes are recorded
+                  (both compile each batch shape on first sight, inside the window too: read its dynamo_delta)
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import platform
@@ -48,7 +53,7 @@ from jinmei.runtime import set_offline_env  # noqa: E402
 from train_throughput import stages  # noqa: E402  (whichever jinmei.train.trainer train_throughput imported)
 
 VARIANTS = ("stages", "per_step_clock", "no_logging", "no_token_count", "no_flos", "no_callback", "workers",
-            "fused_adamw", "adamw_8bit", "pad64", "full_head")
+            "fused_adamw", "adamw_8bit", "pad64", "full_head", "compile", "compile_graphs")
 BENCH = {k: v for k, v in tt.BENCH_OVERRIDES.items() if k != "logging_steps"}  # the loss cadence is a suspect here
 SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
 
@@ -64,9 +69,32 @@ def configure(cfg, variant: str, logging_steps: int):
         cfg.dataloader_num_workers, cfg.dataloader_persistent_workers, cfg.dataloader_pin_memory = 2, True, True
     if variant in ("fused_adamw", "adamw_8bit"):
         cfg.optim = OptimizerNames("adamw_torch_fused" if variant == "fused_adamw" else "adamw_8bit")
-    if variant == "pad64":
+    if variant in ("pad64", "compile_graphs"):
         cfg.pad_to_multiple_of = 64
+    if variant in ("compile", "compile_graphs"):
+        cfg.torch_compile, cfg.torch_compile_backend = True, "inductor"
+        cfg.torch_compile_mode = "reduce-overhead" if variant == "compile_graphs" else None
     return cfg
+
+
+@contextlib.contextmanager
+def dynamo_for(trainer, cfg):
+    """accelerate keeps one process-wide state, made by the first Trainer (the warm-up, uncompiled), compiles the
+    model by that state's plugin, and never prepares a model twice: the compile variants set the plugin for their own
+    run, let the model be prepared again, and put the old plugin back after."""
+    if not cfg.torch_compile:
+        yield
+        return
+    from accelerate.utils import TorchDynamoPlugin
+
+    state = trainer.accelerator.state
+    before = state.dynamo_plugin
+    state.dynamo_plugin = TorchDynamoPlugin(backend=cfg.torch_compile_backend, mode=cfg.torch_compile_mode)
+    trainer.model._is_accelerate_prepared = False
+    try:
+        yield
+    finally:
+        state.dynamo_plugin = before
 
 
 def build_trainer(model, tok, cfg, ds, callbacks, variant: str, answer_head_loss: str | None = None):
@@ -229,7 +257,8 @@ def run(args) -> None:
         callbacks = [] if variant == "no_callback" else [stages._callbacks(None, len(batches), "stage1", False)]
         trainer = build_trainer(model, tok, cfg, ds, callbacks + [window.callback], variant, answer_head_loss)
         before = dynamo_counts()
-        out = trainer.train()
+        with dynamo_for(trainer, cfg):
+            out = trainer.train()
         after = dynamo_counts()
         wall = window.end - window.start
         res = {"window_s": wall, "s_per_step": wall / args.steps, "tokens_per_s": timed_tokens / wall,
