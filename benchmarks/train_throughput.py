@@ -276,13 +276,14 @@ def body_matmul_params(model) -> tuple[int, int]:
 
 
 def matmul_tflops(device: str, n: int = 8192, reps: int = 30) -> float | None:
-    """The card's achievable bf16 rate here and now: median of an n^3 matmul on random data."""
+    """The card's achievable bf16 rate here and now: median of an n^3 matmul on random data, after ~0.3 s of the
+    same work so that the clocks have settled."""
     import torch
 
     if device == "cpu":
         return None
     a, b = (torch.randn(n, n, device=device, dtype=torch.bfloat16) for _ in range(2))
-    for _ in range(5):
+    for _ in range(200):
         a @ b
     times = []
     for _ in range(reps):
