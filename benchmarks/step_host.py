@@ -313,14 +313,10 @@ def run(args) -> None:
               flush=True)
         write_json(args.out, result)
 
-    if on_gpu:  # the probe reads a few % apart from one process to the next: MFU against the higher of two reads
-        end_rate = tt.matmul_tflops("cuda")
-        rate = max(measured, end_rate)
-        result.update({"matmul_bf16_tflops_measured_end": end_rate, "mfu_rate_tflops": rate})
-        for v in result["variants"].values():
-            if v.get("mfu_4n") is not None:
-                v["mfu_4n_start_rate"], v["mfu_4n"] = v["mfu_4n"], v["mfu_4n"] * measured / rate
-        print(f"[host] matmul {end_rate:.0f} TFLOP/s at the end; the JSON's mfu_4n is against {rate:.0f}", flush=True)
+    if on_gpu:
+        rate = tt.against_higher_rate(result, list(result["variants"].values()), ("mfu_4n",), tt.matmul_tflops("cuda"))
+        print(f"[host] matmul {result['matmul_bf16_tflops_measured_end']:.0f} TFLOP/s at the end; "
+              f"the JSON's mfu_4n is against {rate:.0f}", flush=True)
     if {"stages", "full_head"} <= adapters.keys():  # two runs of the same batches: how far apart they end
         result["answer_head_vs_full_head"] = adapter_diff(adapters["stages"], adapters["full_head"])
     if args.save_checkpoint_probe:

@@ -1,4 +1,5 @@
 """benchmarks/step_host.py on the CPU: a tiny random model, the stages' trainer, variants that change no arithmetic."""
+import importlib.util
 import json
 import subprocess
 import sys
@@ -33,3 +34,17 @@ def test_host_variants_time_the_same_training(tmp_path):
     table = json.loads((tmp_path / "s.json").read_text(encoding="utf-8"))
     assert [(r["code"], r["clock"]) for r in table["old_vs_new"]] == [  # both clocks; no profiled run asked
         ("new", "synchronised every step"), ("new", "one synchronisation")]
+
+
+def test_mfu_is_against_the_higher_probe_read():
+    spec = importlib.util.spec_from_file_location("train_throughput", ROOT / "benchmarks" / "train_throughput.py")
+    tt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tt)
+    result = {"matmul_bf16_tflops_measured": 700.0}
+    rows = [{"mfu_4n": 0.56, "other": 1.0}, {"mfu_4n": None}]
+    assert tt.against_higher_rate(result, rows, ("mfu_4n",), 800.0) == 800.0
+    assert rows[0] == {"mfu_4n": pytest.approx(0.49), "mfu_4n_start_rate": 0.56, "other": 1.0}
+    assert rows[1] == {"mfu_4n": None} and result["matmul_bf16_tflops_measured_end"] == 800.0
+    result, rows = {"matmul_bf16_tflops_measured": 800.0}, [{"mfu_4n": 0.5}]
+    assert tt.against_higher_rate(result, rows, ("mfu_4n",), 700.0) == 800.0  # a lower end read changes nothing
+    assert rows == [{"mfu_4n": 0.5, "mfu_4n_start_rate": 0.5}] and result["mfu_rate_tflops"] == 800.0
